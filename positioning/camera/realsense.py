@@ -1,0 +1,333 @@
+"""RGB-D frames from an Intel RealSense camera or recording, through one ``rs.pipeline`` code path.
+
+A live camera and a recording (``.db3``, ROS 2, as pyrealsense2 >= 2.58 records; or legacy ``.bag``)
+differ only in the ``rs.config`` the pipeline starts with. Recordings play back with
+``set_real_time(False)``, so every recorded frame is delivered exactly once, as fast as it is read.
+
+Convention: frames are :class:`positioning.frames.RGBDFrame`: depth ``(H, W)`` uint16 z-depth in mm
+(scaled from the sensor's depth units), in the depth optical frame (x right, y down, z forward), pixel
+origin at the centre of the top-left pixel; colour ``(H, W, 3)`` uint8 RGB, mapped onto the depth grid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import pyrealsense2 as rs
+
+from positioning.errors import (
+    CorruptRecordingError,
+    MissingStreamError,
+    RecordingError,
+    RecordingNotFoundError,
+)
+from positioning.frames import Intrinsics, RGBDFrame
+
+__all__ = ["RealSenseSource", "intrinsics_from_rs"]
+
+#: Longest wait for the next frame before a source counts as stalled.
+DEFAULT_TIMEOUT_S = 5.0
+#: Poll period while waiting for frames; end of a recording is noticed within about this long.
+_POLL_MS = 50
+#: Tolerance for "these two streams share intrinsics and optical centre" (pixels, unitless, metres).
+_SAME_GEOMETRY_ATOL = 1e-6
+
+# Colour formats numpy can turn into RGB by picking channels; the YUV ones go through librealsense.
+_CHANNELS_TO_RGB = {
+    rs.format.rgb8: [0, 1, 2],
+    rs.format.bgr8: [2, 1, 0],
+    rs.format.rgba8: [0, 1, 2],
+    rs.format.bgra8: [2, 1, 0],
+}
+_YUV_CONVERTERS = {
+    rs.format.yuyv: rs.yuy2_converter,
+    rs.format.uyvy: rs.uyvy_converter,
+    rs.format.m420: rs.m420_converter,
+    rs.format.nv12: rs.nv12_converter,
+}
+
+
+def intrinsics_from_rs(intrinsics: rs.intrinsics) -> Intrinsics:
+    """Convert pyrealsense2 intrinsics to :class:`positioning.frames.Intrinsics`.
+
+    Convention: pixel units, RealSense pixel origin (centre of the top-left pixel), unchanged values.
+    """
+    return Intrinsics(
+        width=intrinsics.width,
+        height=intrinsics.height,
+        fx=intrinsics.fx,
+        fy=intrinsics.fy,
+        ppx=intrinsics.ppx,
+        ppy=intrinsics.ppy,
+        model=intrinsics.model.name,
+        coeffs=tuple(float(c) for c in intrinsics.coeffs),
+    )
+
+
+def _same_geometry(depth: rs.video_stream_profile, color: rs.video_stream_profile) -> bool:
+    """Whether colour is already on the depth pixel grid: same intrinsics, identity extrinsics."""
+    a, b = depth.get_intrinsics(), color.get_intrinsics()
+    try:
+        e = depth.get_extrinsics_to(color)
+    except RuntimeError:
+        return False
+    actual = [a.width, a.height, a.fx, a.fy, a.ppx, a.ppy, *e.rotation, *e.translation]
+    aligned = [b.width, b.height, b.fx, b.fy, b.ppx, b.ppy, *np.eye(3).ravel(), 0.0, 0.0, 0.0]
+    return bool(np.allclose(actual, aligned, rtol=0.0, atol=_SAME_GEOMETRY_ATOL))
+
+
+def _device_info(device: rs.device, info: rs.camera_info) -> str:
+    return device.get_info(info) if device.supports(info) else ""
+
+
+class RealSenseSource:
+    """Frames from a RealSense camera or recording; a context manager and an iterator of RGBDFrames.
+
+    Build one with :meth:`from_file` or :meth:`live`. Colour is delivered pixel-aligned to depth: passed
+    through when the colour stream already has the depth stream's intrinsics and optical centre,
+    otherwise mapped onto the depth grid with ``rs.align`` (which blanks colour where depth is 0).
+
+    Convention: see the module docstring; ``timestamp_ms`` is the depth frame's timestamp as the device
+    or recording reports it, ``received_ns`` is ``time.monotonic_ns()`` on arrival.
+
+    Example:
+        >>> with RealSenseSource.from_file("scene.db3") as source:
+        ...     for frame in source:
+        ...         print(frame.frame_number, frame.valid_fraction)
+    """
+
+    def __init__(
+        self,
+        config: rs.config,
+        *,
+        label: str,
+        error: type[RecordingError],
+        timeout_s: float,
+        repeat: bool = False,
+    ) -> None:
+        """Start ``config`` on a fresh pipeline; use :meth:`from_file` or :meth:`live` instead.
+
+        Args:
+            config: what to stream, from a file or a device.
+            label: names the source in error messages.
+            error: raised (chained) when pyrealsense2 fails to open or read the source.
+            timeout_s: longest wait for a frame.
+            repeat: whether a recording loops (its end is then never reported).
+        """
+        self._label = label
+        self._error = error
+        self._timeout_s = float(timeout_s)
+        self._repeat = repeat
+        self._delivered = 0
+        self._running = False
+        # A private context per source: a recording resolved here is the very device start() uses, so
+        # real-time playback can be switched off before the first frame is read.
+        self._pipeline = rs.pipeline(rs.context())
+        try:
+            resolved = config.resolve(rs.pipeline_wrapper(self._pipeline))
+        except RuntimeError as e:
+            raise self._error(f"cannot open {label}: {e}") from e
+        device = resolved.get_device()
+        self._playback = device.as_playback() if device.is_playback() else None
+        if self._playback is not None:
+            self._playback.set_real_time(False)
+        streams = {s.stream_type(): s.as_video_stream_profile() for s in resolved.get_streams()}
+        if not streams:
+            raise CorruptRecordingError(f"{label} contains no streams (no frames were recorded)")
+        if rs.stream.depth not in streams:
+            found = ", ".join(sorted(s.name for s in streams)) or "none"
+            raise MissingStreamError(f"{label} has no depth stream (streams: {found})")
+        depth = streams[rs.stream.depth]
+        color = streams.get(rs.stream.color)
+        self.depth_intrinsics: Intrinsics = intrinsics_from_rs(depth.get_intrinsics())
+        self.device_name: str = _device_info(device, rs.camera_info.name)
+        self.serial: str = _device_info(device, rs.camera_info.serial_number)
+        self._converter = self._align = None
+        self.color_intrinsics: Intrinsics | None = None
+        if color is not None:
+            fmt = color.format()
+            if fmt not in _CHANNELS_TO_RGB and fmt not in _YUV_CONVERTERS:
+                supported = ", ".join(f.name for f in [*_CHANNELS_TO_RGB, *_YUV_CONVERTERS])
+                raise MissingStreamError(f"{label}: colour format {fmt.name} is not supported ({supported})")
+            if fmt in _YUV_CONVERTERS:
+                self._converter = _YUV_CONVERTERS[fmt](rs.format.rgb8)
+            if _same_geometry(depth, color):
+                self.color_intrinsics = intrinsics_from_rs(color.get_intrinsics())
+            else:
+                self._align = rs.align(rs.stream.depth)
+                self.color_intrinsics = self.depth_intrinsics
+        try:
+            self._pipeline.start(config)
+        except RuntimeError as e:
+            raise self._error(f"cannot start {label}: {e}") from e
+        self._running = True
+
+    @classmethod
+    def from_file(
+        cls, path: str | Path, *, repeat: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> RealSenseSource:
+        """Play a recording (``.db3`` or legacy ``.bag``), every frame exactly once, as fast as it is read.
+
+        Args:
+            path: the recording.
+            repeat: start again at the end instead of stopping.
+            timeout_s: longest wait for a frame before the recording counts as broken.
+
+        Raises:
+            RecordingNotFoundError: ``path`` is not an existing file.
+            CorruptRecordingError: not a RealSense recording, empty, truncated, or without frames.
+            MissingStreamError: the recording has no depth stream or an unsupported colour format.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise RecordingNotFoundError(f"recording not found: {path}")
+        config = rs.config()
+        config.enable_device_from_file(str(path), repeat_playback=repeat)
+        return cls(
+            config, label=f"recording {path}", error=CorruptRecordingError, timeout_s=timeout_s, repeat=repeat
+        )
+
+    @classmethod
+    def live(
+        cls,
+        *,
+        serial: str | None = None,
+        width: int = 848,
+        height: int = 480,
+        fps: int = 30,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> RealSenseSource:
+        """Stream from a connected camera: depth ``z16`` and colour ``rgb8``, both ``width x height``.
+
+        Args:
+            serial: the camera's serial number; None takes the first camera found.
+            width: image width in pixels of both streams.
+            height: image height in pixels of both streams.
+            fps: frame rate of both streams.
+            timeout_s: longest wait for a frame before the camera counts as stalled.
+
+        Raises:
+            MissingStreamError: no camera connected (with that serial) offers these streams, or it stalls.
+        """
+        config = rs.config()
+        if serial is not None:
+            config.enable_device(serial)
+        config.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
+        config.enable_stream(rs.stream.color, width, height, rs.format.rgb8, fps)
+        label = f"RealSense camera {serial or '(first found)'} depth+colour {width}x{height} @ {fps} fps"
+        return cls(config, label=label, error=MissingStreamError, timeout_s=timeout_s)
+
+    def read(self) -> RGBDFrame:
+        """The next frame.
+
+        Raises:
+            StopIteration: the (non-repeating) recording has ended.
+            CorruptRecordingError: a recording delivers no frame at all, or none within ``timeout_s``.
+            MissingStreamError: a live camera delivers no frame within ``timeout_s``.
+            ValueError: the source is closed.
+        """
+        if not self._running:
+            raise ValueError(f"{self._label} is closed")
+        try:
+            frames = self._wait_for_frames()
+            if frames is None:
+                if self._delivered == 0:
+                    raise CorruptRecordingError(f"{self._label} opened but contains no frames")
+                raise StopIteration
+            return self._to_rgbd(frames)
+        except RuntimeError as e:
+            raise self._error(f"error reading {self._label}: {e}") from e
+
+    def _wait_for_frames(self) -> rs.composite_frame | None:
+        """Next frameset, or None at the end of a non-repeating recording."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            # Status first: once playback has stopped, an empty wait means nothing is left in flight.
+            ended = (
+                self._playback is not None
+                and not self._repeat
+                and self._playback.current_status() == rs.playback_status.stopped
+            )
+            ok, frames = self._pipeline.try_wait_for_frames(_POLL_MS)
+            if ok:
+                return frames
+            if ended:
+                return None
+            if time.monotonic() > deadline:
+                raise self._error(f"{self._label}: no frame within {self._timeout_s:g} s")
+
+    def _to_rgbd(self, frames: rs.composite_frame) -> RGBDFrame:
+        received_ns = time.monotonic_ns()
+        if self._converter is not None:
+            frames = self._converter.process(frames).as_frameset()
+        if self._align is not None:
+            frames = self._align.process(frames)
+        depth = frames.get_depth_frame()
+        depth_raw = np.asanyarray(depth.get_data())
+        units = depth.get_units()
+        if np.float32(units) == np.float32(0.001):
+            depth_mm = depth_raw.copy()
+        else:
+            depth_mm = np.clip(np.rint(depth_raw * (units * 1000.0)), 0, 65535).astype(np.uint16)
+        color = frames.get_color_frame()
+        color_rgb = None
+        if color:
+            image = np.asanyarray(color.get_data())
+            channels = _CHANNELS_TO_RGB.get(color.get_profile().format(), [0, 1, 2])
+            color_rgb = np.ascontiguousarray(image[..., channels])
+        self._delivered += 1
+        return RGBDFrame(
+            depth_mm=depth_mm,
+            intrinsics=self.depth_intrinsics,
+            color_rgb=color_rgb,
+            color_intrinsics=self.color_intrinsics if color_rgb is not None else None,
+            color_aligned=color_rgb is not None,
+            frame_number=depth.get_frame_number(),
+            timestamp_ms=depth.get_timestamp(),
+            received_ns=received_ns,
+            device_name=self.device_name,
+            serial=self.serial,
+        )
+
+    def frames(self, max_frames: int | None = None) -> Iterator[RGBDFrame]:
+        """Yield frames until the recording ends or ``max_frames`` have been yielded.
+
+        Args:
+            max_frames: stop after this many frames; None reads to the end (forever for a live camera).
+        """
+        count = 0
+        while max_frames is None or count < max_frames:
+            try:
+                frame = self.read()
+            except StopIteration:
+                return
+            yield frame
+            count += 1
+
+    def close(self) -> None:
+        """Stop the pipeline and release the device or file. Safe to call twice."""
+        if self._running:
+            self._running = False
+            self._playback = None
+            try:
+                self._pipeline.stop()
+            except RuntimeError:
+                pass
+
+    def __iter__(self) -> Iterator[RGBDFrame]:
+        return self
+
+    def __next__(self) -> RGBDFrame:
+        return self.read()
+
+    def __enter__(self) -> RealSenseSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

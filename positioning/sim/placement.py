@@ -1,0 +1,357 @@
+"""Lay a posed body on the table: DICOM patient position, offsets, and the mattress contact model.
+
+Convention:
+    Input bodies are in anny's body frame (mm; +x patient's left, +y posterior, +z superior: DICOM LPS).
+    Output is in the scanner frame (IEC 61217 fixed system, mm; +x lateral to the right of an observer at
+    the foot of the table facing the gantry, +y into the gantry, +z up). Head-first means the head toward +y.
+
+Orientation of each DICOM Patient Position (0018,5100): where the patient's superior (S), posterior (P)
+and left (L) axes point in the scanner frame. L = P x S keeps the frame right-handed.
+
+    ====  =====  =====  =====
+    code    S      P      L
+    ====  =====  =====  =====
+    HFS    +y     -z     +x
+    HFP    +y     +z     -x
+    FFS    -y     -z     -x
+    FFP    -y     +z     +x
+    HFDL   +y     -x     -z     (lying on the left side)
+    HFDR   +y     +x     +z     (lying on the right side)
+    FFDL   -y     +x     -z
+    FFDR   -y     -x     +z
+    ====  =====  =====  =====
+
+Contact model (documented because the true isocenter depends on it):
+    1. The body is rotated into the patient position and yawed by ``yaw_deg`` about z.
+    2. *Mattress sink*: a foam mattress compresses under the body by ``sink_mm`` =
+       clip(6 + 0.2 (mass_kg - 20), 4, 30) mm: the contact surface lies that far below the free mattress
+       top. The mattress is rendered flat, so the part of the body below the mattress top is hidden, as it
+       is in a real depression.
+    3. *Tissue flattening*: soft tissue flattens against the contact surface. The body is lowered so that
+       its lowest trunk point lies ``flatten_mm`` = clip(4 + 0.6 (BMI - 18), 4, 25) mm *below* the contact
+       surface, and every vertex below the contact surface is moved up onto it. The back (or front, or
+       side) becomes a flat contact patch whose width grows with weight, as on a CT table. Volume is not
+       conserved (the flattened tissue is removed, not displaced sideways); the cross-section truth is
+       computed from this final mesh, so truth and rendering agree exactly.
+    1b. *Spine flattening*: the body is tilted about its transverse axis (within +-12 degrees) until the
+       upper trunk (shoulder blades) and the lower trunk (buttocks) are equally low, as a lying spine
+       flattens and both bear weight. (Standing, anny's buttocks lie about 35 mm behind its shoulders.)
+    4. *Limbs rest on the mattress*: for supine and prone patients each upper arm (sides or raised) and
+       each leg is rotated about the body's x axis (a batch of candidate angles, one anny forward pass)
+       until its lowest point reaches the contact surface; limbs sink half as deep as the trunk. Arms on
+       the chest rest on the body. In lateral decubitus the limbs are left as posed.
+    5. The head rest is a cushion whose top meets the lowest point of the head (see ``positioning.sim.room``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import numpy as np
+
+from positioning.sim.body import (
+    ArmPose,
+    BodyModel,
+    Phenotype,
+    PosedBody,
+    arm_rotations,
+    body_model,
+    leg_rotations,
+    rotation_deg,
+)
+
+__all__ = [
+    "PatientPosition",
+    "PlacementParams",
+    "PlacedBody",
+    "scanner_from_body_rotation",
+    "place_body",
+    "mattress_sink_mm",
+    "tissue_flatten_mm",
+]
+
+
+class PatientPosition(enum.StrEnum):
+    """DICOM Patient Position (0018,5100) codes."""
+
+    HFS = "HFS"
+    HFP = "HFP"
+    FFS = "FFS"
+    FFP = "FFP"
+    HFDL = "HFDL"
+    HFDR = "HFDR"
+    FFDL = "FFDL"
+    FFDR = "FFDR"
+
+    @property
+    def head_first(self) -> bool:
+        return self.value.startswith("HF")
+
+    @property
+    def lying(self) -> str:
+        """``"supine"``, ``"prone"``, ``"left_decubitus"`` or ``"right_decubitus"``."""
+        return {"S": "supine", "P": "prone", "DL": "left_decubitus", "DR": "right_decubitus"}[self.value[2:]]
+
+
+# (S, P) axes in the scanner frame for each code; L = P x S.
+_AXES: dict[PatientPosition, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    PatientPosition.HFS: ((0, 1, 0), (0, 0, -1)),
+    PatientPosition.HFP: ((0, 1, 0), (0, 0, 1)),
+    PatientPosition.FFS: ((0, -1, 0), (0, 0, -1)),
+    PatientPosition.FFP: ((0, -1, 0), (0, 0, 1)),
+    PatientPosition.HFDL: ((0, 1, 0), (-1, 0, 0)),
+    PatientPosition.HFDR: ((0, 1, 0), (1, 0, 0)),
+    PatientPosition.FFDL: ((0, -1, 0), (1, 0, 0)),
+    PatientPosition.FFDR: ((0, -1, 0), (-1, 0, 0)),
+}
+
+
+def scanner_from_body_rotation(position: PatientPosition | str) -> np.ndarray:
+    """3x3 rotation mapping body-frame (L, P, S) vectors to the scanner frame for a DICOM position.
+
+    Convention: columns are the scanner-frame directions of the body's +x (left), +y (posterior) and
+    +z (superior) axes.
+
+    Example:
+        >>> scanner_from_body_rotation("HFS") @ [1, 0, 0]  # the patient's left, supine head-first
+        array([1., 0., 0.])
+    """
+    s, p = (np.array(a, dtype=np.float64) for a in _AXES[PatientPosition(position)])
+    left = np.cross(p, s)
+    return np.stack([left, p, s], axis=1)
+
+
+def mattress_sink_mm(mass_kg: float) -> float:
+    """How far the mattress compresses under a body of this mass (contact model step 2)."""
+    return float(np.clip(6.0 + 0.2 * (mass_kg - 20.0), 4.0, 30.0))
+
+
+def tissue_flatten_mm(bmi: float) -> float:
+    """How much soft tissue flattens against the contact surface (contact model step 3)."""
+    return float(np.clip(4.0 + 0.6 * (bmi - 18.0), 4.0, 25.0))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlacementParams:
+    """Where and how the patient lies.
+
+    Attributes:
+        position: DICOM patient position.
+        arms: arm pose.
+        lateral_offset_mm: body midline x in the scanner frame (0 = centred on the table).
+        head_y_mm: scanner y of the body's end nearest the gantry (the vertex of the skull when
+            head-first, the toes when feet-first; arms raised above the head count when head-first).
+        yaw_deg: rotation of the body about the vertical axis (degrees, right-handed about +z).
+        roll_deg: rotation about the body's long axis (degrees; a slightly tilted patient).
+        mattress_top_z_mm: scanner z of the free mattress top.
+        arm_jitter_deg, leg_spread_deg, head_tilt_deg: natural variation, see :mod:`positioning.sim.body`.
+    """
+
+    position: PatientPosition
+    arms: ArmPose
+    lateral_offset_mm: float = 0.0
+    head_y_mm: float = -500.0
+    yaw_deg: float = 0.0
+    roll_deg: float = 0.0
+    mattress_top_z_mm: float = -150.0
+    arm_jitter_deg: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0, 0, 0), (0, 0, 0))
+    leg_spread_deg: tuple[float, float] = (6.0, 6.0)
+    head_tilt_deg: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PlacedBody:
+    """A body lying on the table, in the scanner frame (mm).
+
+    Attributes:
+        vertices_mm: ``(V, 3)`` mesh vertices, scanner frame.
+        faces: ``(F, 3)`` triangles.
+        keypoints_mm: COCO-17 name -> ``(3,)`` scanner-frame position.
+        joints_mm: skeleton joint name -> ``(3,)`` scanner-frame position.
+        body: the posed body in the body frame (before placement and contact).
+        scanner_from_body: ``(4, 4)`` rigid transform body frame -> scanner frame (before contact).
+        contact_z_mm: scanner z of the contact surface (compressed mattress).
+        sink_mm, flatten_mm: the contact model's values for this patient.
+        arm_extension_deg: the arm angles the contact model chose (left, right).
+        leg_extension_deg: the hip angles the contact model chose (left, right).
+        params: the placement that produced it.
+    """
+
+    vertices_mm: np.ndarray
+    faces: np.ndarray
+    keypoints_mm: dict[str, np.ndarray]
+    joints_mm: dict[str, np.ndarray]
+    body: PosedBody
+    scanner_from_body: np.ndarray
+    contact_z_mm: float
+    sink_mm: float
+    flatten_mm: float
+    arm_extension_deg: tuple[float, float]
+    leg_extension_deg: tuple[float, float]
+    params: PlacementParams
+
+
+def _orientation(params: PlacementParams) -> np.ndarray:
+    yaw = rotation_deg("z", params.yaw_deg)
+    r = scanner_from_body_rotation(params.position)
+    roll = r @ rotation_deg("z", params.roll_deg) @ r.T  # roll about the body's long axis
+    return yaw @ roll @ r
+
+
+def _axis_rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rodrigues rotation about a unit axis."""
+    a = np.radians(angle_deg)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
+
+
+def _trunk_pitch(vertices_mm: np.ndarray, torso: np.ndarray, rot_sb: np.ndarray) -> np.ndarray:
+    """Contact model step 1b: tilt the body about its transverse axis so that the upper and the lower
+    trunk both touch the mattress (a lying spine flattens: shoulders and buttocks both bear weight).
+
+    Returns:
+        3x3 body-frame rotation to apply before ``rot_sb``.
+    """
+    down_body = rot_sb.T @ np.array([0.0, 0.0, -1.0])
+    axis = np.cross(np.array([0.0, 0.0, 1.0]), down_body)
+    if np.linalg.norm(axis) < 1e-9:
+        return np.eye(3)
+    axis /= np.linalg.norm(axis)
+    v = vertices_mm[torso]
+    z_mid = np.median(v[:, 2])
+    upper, lower = v[v[:, 2] > z_mid + 100.0], v[v[:, 2] <= z_mid]
+    best, best_cost = np.eye(3), np.inf
+    for angle in np.arange(-12.0, 12.01, 0.5):
+        r = _axis_rotation(axis, angle)
+        cost = abs((upper @ r.T @ down_body).max() - (lower @ r.T @ down_body).max())
+        if cost < best_cost:
+            best, best_cost = r, cost
+    return best
+
+
+def _limb_angles(
+    model: BodyModel,
+    phenotype: Phenotype,
+    params: PlacementParams,
+    rot_sb: np.ndarray,
+    z_shift: float,
+    contact_z: float,
+    sink_mm: float,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Contact model step 4: per-side arm and leg angles about the body's x axis that lay the limbs on
+    the mattress, from one batched anny forward pass over candidate angles.
+
+    Returns:
+        ``((left_arm, right_arm), (left_leg, right_leg))`` in degrees.
+    """
+    if params.position.lying not in ("supine", "prone"):
+        return (0.0, 0.0), (0.0, 0.0)
+    # A positive angle about x moves a limb hanging down (arms at the sides, legs) posteriorly and an arm
+    # pointing up (raised) anteriorly. Supine patients need limbs moved posteriorly, prone ones anteriorly.
+    posterior = 1.0 if params.position.lying == "supine" else -1.0
+    arm_dir = -posterior if params.arms is ArmPose.RAISED else posterior
+    steps = np.arange(-10.0, 41.0, 2.5)
+    jitter = np.asarray(params.arm_jitter_deg, dtype=float)
+    rotations = []
+    for a in steps:
+        ext = (a * arm_dir, a * arm_dir) if params.arms is not ArmPose.CHEST else (0.0, 0.0)
+        rot = arm_rotations(params.arms, jitter_deg=jitter, extension_deg=ext)
+        rot |= leg_rotations(params.leg_spread_deg, extension_deg=(a * posterior, a * posterior))
+        rotations.append(rot)
+    verts, _, _, _ = model.forward(phenotype, rotations)
+    low_z = (verts @ rot_sb.T)[..., 2] + z_shift  # (N, V)
+
+    def first_touch(mask: np.ndarray, target: float, direction: float) -> float:
+        low = low_z[:, mask].min(axis=1)
+        touching = np.nonzero(low <= target)[0]
+        k = int(touching[0]) if touching.size else int(np.argmin(low))
+        return float(steps[k] * direction)
+
+    arms = (0.0, 0.0)
+    if params.arms is not ArmPose.CHEST:
+        arm_target = contact_z + 0.5 * sink_mm  # arms are light: they sink half as deep
+        arms = tuple(  # type: ignore[assignment]
+            first_touch(model.part_mask(f"{s}_upper_arm", f"{s}_forearm"), arm_target, arm_dir)
+            for s in ("left", "right")
+        )
+    legs = tuple(
+        first_touch(model.part_mask(f"{s}_leg"), contact_z + 0.5 * sink_mm, posterior)
+        for s in ("left", "right")
+    )
+    return arms, legs  # type: ignore[return-value]
+
+
+def _rotations(
+    params: PlacementParams, arms_ext: tuple[float, float], legs_ext: tuple[float, float]
+) -> dict[str, np.ndarray]:
+    jitter = np.asarray(params.arm_jitter_deg, float)
+    rot = arm_rotations(params.arms, jitter_deg=jitter, extension_deg=arms_ext)
+    rot |= leg_rotations(params.leg_spread_deg, extension_deg=legs_ext)
+    if params.head_tilt_deg:
+        rot["head"] = rotation_deg("x", -params.head_tilt_deg)
+    return rot
+
+
+def place_body(
+    phenotype: Phenotype,
+    params: PlacementParams,
+    *,
+    model: BodyModel | None = None,
+) -> PlacedBody:
+    """Pose a body, lay it on the mattress with the contact model, and return it in the scanner frame.
+
+    Args:
+        phenotype: anny phenotype of the patient.
+        params: position, arms, offsets and the mattress height.
+        model: body model (default: the shared one).
+
+    Returns:
+        The placed body (scanner frame, mm).
+    """
+    model = model or body_model()
+    base = model.posed_body(phenotype, _rotations(params, (0.0, 0.0), (0.0, 0.0)))
+    sink = mattress_sink_mm(base.mass_kg)
+    flatten = tissue_flatten_mm(base.bmi)
+    contact_z = params.mattress_top_z_mm - sink
+
+    torso = model.part_mask("torso")
+    rot_sb = _orientation(params)
+    rot_sb = rot_sb @ _trunk_pitch(base.vertices_mm, torso, rot_sb)
+    # Vertical placement from the trunk: its lowest point lies flatten_mm below the contact surface.
+    z_shift = (contact_z - flatten) - (base.vertices_mm[torso] @ rot_sb.T)[:, 2].min()
+
+    arms_ext, legs_ext = _limb_angles(model, phenotype, params, rot_sb, z_shift, contact_z, sink)
+    body = model.posed_body(phenotype, _rotations(params, arms_ext, legs_ext))
+
+    # Longitudinal and lateral placement: the body's end nearest the gantry at head_y, trunk midline at x.
+    rotated = body.vertices_mm @ rot_sb.T
+    y_shift = params.head_y_mm - rotated[:, 1].max()
+    x_shift = params.lateral_offset_mm - float(np.median(rotated[torso, 0]))
+    t = np.array([x_shift, y_shift, z_shift])
+    scanner_from_body = np.eye(4)
+    scanner_from_body[:3, :3] = rot_sb
+    scanner_from_body[:3, 3] = t
+
+    verts = rotated + t
+    # Contact: everything below the contact surface is flattened onto it (limbs sink half as deep).
+    limbs = model.part_mask(
+        "left_upper_arm", "right_upper_arm", "left_forearm", "right_forearm", "left_leg", "right_leg"
+    )
+    floor = np.where(limbs, contact_z + 0.5 * sink, contact_z)
+    verts[:, 2] = np.maximum(verts[:, 2], floor)
+
+    return PlacedBody(
+        vertices_mm=verts,
+        faces=body.faces,
+        keypoints_mm={k: rot_sb @ v + t for k, v in body.keypoints_mm.items()},
+        joints_mm={k: rot_sb @ v + t for k, v in body.joints_mm.items()},
+        body=body,
+        scanner_from_body=scanner_from_body,
+        contact_z_mm=float(contact_z),
+        sink_mm=sink,
+        flatten_mm=flatten,
+        arm_extension_deg=arms_ext,
+        leg_extension_deg=legs_ext,
+        params=params,
+    )

@@ -1,0 +1,27 @@
+"""Shared fixtures: data files that live outside the repository, in the sibling ``shared/`` folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: The repository's sibling folder with shared data; ``POSITIONING_SHARED_DIR`` overrides it.
+DEFAULT_SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_dir() -> Path:
+    """The shared data folder: ``$POSITIONING_SHARED_DIR`` if set, else ``../shared`` beside the repo."""
+    return Path(os.environ.get("POSITIONING_SHARED_DIR") or DEFAULT_SHARED_DIR)
+
+
+@pytest.fixture(scope="session")
+def real_d435_bag() -> Path:
+    """A real Intel RealSense D435 recording (legacy ``.bag``: one depth + colour frameset, 640x480)."""
+    path = shared_dir() / "data" / "d435_single_depth_color_640x480.bag"
+    if not path.is_file():
+        pytest.skip(
+            f"real D435 recording not found at {path} (set POSITIONING_SHARED_DIR to the shared folder)"
+        )
+    return path
