@@ -51,6 +51,8 @@ REFERENCE_BAG_NAME = "d435_single_depth_color_640x480.bag"
 
 #: Window sizes (pixels) of the multi-scale flat-region noise figures on the far wall.
 _SCALE_WINDOWS_PX = (9, 15, 31)
+#: Depth bins of the per-depth noise rows.
+_DEPTH_BIN_MM = 250.0
 #: Tiles deeper than this belong to the far wall of the reference scene (it is at about 1.7-1.8 m).
 _FAR_WALL_MIN_MM = 1500.0
 
@@ -197,11 +199,11 @@ def compare_noise_to_reference(
     sim_mm = apply_depth_noise(truth_mm, focal_px, np.random.default_rng(seed), params)
 
     def figures(img: np.ndarray) -> dict[str, float]:
-        s = depth_statistics(img, focal_px, baseline_mm=params.baseline_mm)
+        s = depth_statistics(img, focal_px, baseline_mm=params.baseline_mm, depth_bin_mm=_DEPTH_BIN_MM)
         d = {k: v for k, v in s.as_dict().items() if k != "noise_by_depth"}
         for b in s.noise_by_depth:
-            if b.tiles >= 10:
-                d[f"sigma_mm@{round(b.depth_mm / 100) * 100:.0f}mm"] = b.sigma_mm
+            lo = int(b.depth_mm // _DEPTH_BIN_MM * _DEPTH_BIN_MM)
+            d[f"sigma_mm z={lo}-{lo + int(_DEPTH_BIN_MM)}mm"] = b.sigma_mm
         d.update(_far_wall_scales(img))
         return d
 

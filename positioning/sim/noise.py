@@ -37,6 +37,9 @@ class DepthNoiseParams:
             with the square of the distance.
         noise_correlation_px: Gaussian sigma (pixels) of the spatial correlation of the disparity noise
             (stereo matching over a window makes neighbouring errors alike); 0 = white.
+        noise_correlation_aspect: ratio of the correlation along rows (u) to that along columns (v);
+            the Gaussian sigmas are ``noise_correlation_px * sqrt(aspect)`` along u and ``/ sqrt(aspect)``
+            along v (matching along the baseline stretches the error blobs horizontally).
         white_noise_fraction: share of the disparity noise variance that is uncorrelated pixel to pixel.
         slope_noise_gain: oblique surfaces are noisier: the disparity noise is multiplied by
             ``sqrt(1 + (slope_noise_gain * tan(theta))^2)``, theta the angle between the surface normal
@@ -66,6 +69,7 @@ class DepthNoiseParams:
     baseline_mm: float = 50.0
     subpixel_px: float = 0.08
     noise_correlation_px: float = 0.0
+    noise_correlation_aspect: float = 1.0
     white_noise_fraction: float = 1.0
     slope_noise_gain: float = 0.0
     noise_floor_mm: float = 0.0
@@ -84,7 +88,15 @@ class DepthNoiseParams:
     dropout_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("baseline_mm", "depth_unit_mm", "max_disparity_px", "max_depth_mm", "blob_size_px"):
+        positive = (
+            "baseline_mm",
+            "depth_unit_mm",
+            "max_disparity_px",
+            "max_depth_mm",
+            "blob_size_px",
+            "noise_correlation_aspect",
+        )
+        for name in positive:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {v}")
@@ -103,6 +115,10 @@ class DepthNoiseParams:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        if self.max_depth_mm / self.depth_unit_mm > 65535:
+            raise ValueError(
+                f"max_depth_mm / depth_unit_mm must fit z16 (<= 65535), got {self.max_depth_mm / self.depth_unit_mm}"
+            )
         if int(self.edge_width_px) != self.edge_width_px:
             raise ValueError(f"edge_width_px must be a whole number of pixels, got {self.edge_width_px}")
         for name in ("white_noise_fraction", "edge_dropout_rate", "blob_rate", "dropout_rate"):
@@ -122,8 +138,8 @@ class DepthNoiseParams:
         return np.asarray(depth_mm, dtype=np.float64) ** 2 * self.subpixel_px / (focal_px * self.baseline_mm)
 
 
-def _check_depth(depth_true_mm: np.ndarray) -> np.ndarray:
-    """Validate the ideal depth input; return a float32 copy with NaN where there is no surface."""
+def _check_depth(depth_true_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the ideal depth; return a float32 copy with 0 where there is no surface, and the surface mask."""
     if not isinstance(depth_true_mm, np.ndarray):
         raise ValueError(f"depth_true_mm must be a numpy array, got {type(depth_true_mm).__name__}")
     if depth_true_mm.ndim != 2:
@@ -134,13 +150,13 @@ def _check_depth(depth_true_mm: np.ndarray) -> np.ndarray:
     if dt == np.bool_ or not (np.issubdtype(dt, np.floating) or np.issubdtype(dt, np.integer)):
         raise ValueError(f"depth_true_mm must be a float (or integer) array, got dtype {dt}")
     z = depth_true_mm.astype(np.float32, copy=True)
-    lo, hi = np.nanmin(z) if z.size else 0.0, np.nanmax(z) if z.size else 0.0
+    lo, hi = np.fmin.reduce(z, axis=None), np.fmax.reduce(z, axis=None)  # NaN-ignoring
     if np.isinf(lo) or np.isinf(hi):
         raise ValueError("depth_true_mm must be finite or NaN (no surface), got +-inf values")
     if lo < 0:
         raise ValueError(f"depth_true_mm must be >= 0 (0 or NaN = no surface), got minimum {lo}")
-    z[z == 0] = np.nan
-    return z
+    cv2.patchNaNs(z, 0.0)
+    return z, z > 0
 
 
 def occlusion_mask(disparity_px: np.ndarray, fill_px: float = 0.0) -> np.ndarray:
@@ -168,10 +184,33 @@ def occlusion_mask(disparity_px: np.ndarray, fill_px: float = 0.0) -> np.ndarray
     d = np.asarray(disparity_px, dtype=np.float32)
     if d.ndim != 2:
         raise ValueError(f"disparity_px must be (H, W), got shape {d.shape}")
+    surface = d > 0  # False for NaN too
+    d = np.where(surface, d, np.float32(0.0))
     x_r = np.arange(d.shape[1], dtype=np.float32)[None, :] - d
-    x_r[~(d > 0)] = np.inf  # no surface: occludes nothing (and is invalid anyway)
-    suffix_min = np.minimum.accumulate(x_r[:, ::-1], axis=1)[:, ::-1]
-    out = np.zeros(d.shape, bool)
+    return _occluded(x_r, fill_px, _disparity_span(d, surface))
+
+
+def _disparity_span(disparity: np.ndarray, surface: np.ndarray) -> float:
+    """Largest disparity difference between two surface pixels (0 without surface)."""
+    if not surface.any():
+        return 0.0
+    d_min, d_max = cv2.minMaxLoc(disparity, mask=surface.view(np.uint8))[:2]
+    return float(d_max - d_min)
+
+
+def _occluded(x_r: np.ndarray, fill_px: float, span_px: float) -> np.ndarray:
+    """Occlusion test on right-image columns ``x_r``; see :func:`occlusion_mask`.
+
+    A pixel ``u' > u`` can only hide ``u`` if ``u' - u < d(u') - d(u) <= span_px``, so the minimum of ``x_r``
+    over the next ``span_px`` columns suffices; it is built by doubling windows (``log2(span)`` passes).
+    Pixels without surface have ``x_r = u`` and so never hide anything.
+    """
+    suffix_min = x_r.copy()  # after the loop: min of x_r over [u, u + width)
+    width = 1
+    while width <= span_px:
+        np.minimum(suffix_min[:, :-width], suffix_min[:, width:], out=suffix_min[:, :-width])
+        width *= 2
+    out = np.zeros(x_r.shape, bool)
     out[:, :-1] = x_r[:, :-1] - suffix_min[:, 1:] > np.float32(fill_px)
     return out
 
@@ -181,45 +220,54 @@ def _gaussian_kernel(sigma_px: float) -> np.ndarray:
 
 
 def _interp_variance(scale: int, kernel: np.ndarray) -> float:
-    """Mean share of variance (per axis) kept by linear upsampling by ``scale`` of a field filtered by ``kernel``."""
+    """Mean share of the variance kept, along one axis, by linear upsampling of a ``kernel``-filtered field."""
     k = kernel.astype(np.float64).ravel()
     rho = float(np.dot(k[:-1], k[1:]) / np.dot(k, k))  # correlation of neighbouring coarse samples
     t = ((np.arange(scale) + 0.5) / scale - 0.5) % 1.0
     return float(np.mean((1 - t) ** 2 + t**2 + 2 * t * (1 - t) * rho))
 
 
-def correlated_field(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """A zero-mean, unit-variance Gaussian random field with Gaussian correlation of ``sigma_px`` pixels.
+def correlated_field(
+    rng: np.random.Generator, shape: tuple[int, int], sigma_px: float | tuple[float, float]
+) -> np.ndarray:
+    """A zero-mean, unit-variance Gaussian random field with Gaussian spatial correlation.
 
-    White noise filtered by a Gaussian of ``sigma_px``. For speed, a field with ``sigma_px >= 3`` is drawn
-    on a grid ``floor(sigma_px / 1.5)`` times coarser, one with ``1.2 <= sigma_px < 3`` on a grid twice as
-    coarse, and upsampled linearly; the variance lost by the interpolation is put back, so the field
-    keeps unit variance on average (exactly at every pixel for the 2x grid, whose interpolation weights
-    are the same at every pixel, which keeps thresholded fields free of grid patterns).
+    White noise filtered by a Gaussian of ``sigma_px`` (one value, or ``(sigma_u_px, sigma_v_px)`` for
+    different correlation along rows and columns). For speed, a field whose smaller sigma is ``>= 3`` px is
+    drawn on a grid ``floor(min_sigma / 1.5)`` times coarser, one with ``1.2 <= min_sigma < 3`` on a grid
+    twice as coarse, and upsampled linearly; the variance lost by the interpolation is put back, so the
+    field keeps unit variance on average (exactly at every pixel for the 2x grid, whose interpolation
+    weights are the same at every pixel, which keeps thresholded fields free of grid patterns).
+
+    Convention: ``(H, W)`` float32, ``sigma_u_px`` along columns (u, right), ``sigma_v_px`` along rows.
 
     Args:
         rng: random generator.
         shape: ``(H, W)``.
-        sigma_px: correlation sigma in pixels; 0 gives white noise.
+        sigma_px: correlation sigma in pixels, or ``(sigma_u_px, sigma_v_px)``; 0 gives white noise.
 
     Returns:
         ``(H, W)`` float32 field.
     """
     h, w = shape
-    if sigma_px <= 0:
+    su, sv = (float(sigma_px), float(sigma_px)) if np.isscalar(sigma_px) else map(float, sigma_px)
+    if min(su, sv) < 0:
+        raise ValueError(f"sigma_px must be >= 0, got {sigma_px}")
+    if max(su, sv) <= 0:
         return rng.standard_normal((h, w), dtype=np.float32)
-    scale = int(sigma_px / 1.5) if sigma_px >= 3.0 else (2 if sigma_px >= 1.2 else 1)
-    sigma_low = sigma_px / scale
+    smin = min(su, sv)  # a white axis (sigma 0) cannot be drawn on a coarser grid
+    scale = int(smin / 1.5) if smin >= 3.0 else (2 if smin >= 1.2 else 1)
     hl, wl = (h, w) if scale == 1 else (-(-h // scale) + 1, -(-w // scale) + 1)
-    k = _gaussian_kernel(sigma_low)
+    ku = _gaussian_kernel(su / scale) if su > 0 else np.ones((1, 1), np.float32)
+    kv = _gaussian_kernel(sv / scale) if sv > 0 else np.ones((1, 1), np.float32)
     field = cv2.sepFilter2D(
-        rng.standard_normal((hl, wl), dtype=np.float32), cv2.CV_32F, k, k, borderType=cv2.BORDER_REFLECT
+        rng.standard_normal((hl, wl), dtype=np.float32), cv2.CV_32F, ku, kv, borderType=cv2.BORDER_REFLECT
     )
-    norm = float(np.sum(k.astype(np.float64) ** 2))  # std of the filtered field (separable kernel)
+    var = float(np.sum(ku.astype(np.float64) ** 2) * np.sum(kv.astype(np.float64) ** 2))
     if scale > 1:
-        norm *= _interp_variance(scale, k)  # x and y each lose this share of the variance
+        var *= _interp_variance(scale, ku) * _interp_variance(scale, kv)
         field = cv2.resize(field, (wl * scale, hl * scale), interpolation=cv2.INTER_LINEAR)[:h, :w]
-    field *= np.float32(1.0 / norm)
+    field *= np.float32(1.0 / math.sqrt(var))
     return field
 
 
@@ -264,15 +312,17 @@ def apply_depth_noise(
         raise ValueError(f"focal_px must be a number, got {type(focal_px).__name__}")
     if not (math.isfinite(focal_px) and focal_px > 0):
         raise ValueError(f"focal_px must be a positive finite number, got {focal_px}")
-    z = _check_depth(depth_true_mm)
+    z, surface = _check_depth(depth_true_mm)
     shape = z.shape
     fb = np.float32(focal_px * p.baseline_mm)
+    inv_step = np.float32(1.0 / p.disparity_step_px) if p.disparity_step_px > 0 else np.float32(1.0)
 
-    # Ideal disparity (px); NaN where there is no surface.
-    disparity = np.divide(fb, z)
-    invalid = ~(disparity > 0)
-
-    shadow = occlusion_mask(disparity, p.occlusion_fill_px) if p.occlusion else None
+    # Ideal disparity (px), 0 where there is no surface, and the column it lands on in the right image (a
+    # pixel without surface lands on its own column and so can never hide one to its left).
+    disparity = cv2.threshold(cv2.divide(float(fb), z), 1e30, 0.0, cv2.THRESH_TOZERO_INV)[1]  # f B / 0 -> 0
+    invalid = ~surface
+    x_r = np.arange(shape[1], dtype=np.float32)[None, :] - disparity
+    shadow = _occluded(x_r, p.occlusion_fill_px, _disparity_span(disparity, surface)) if p.occlusion else None
     if shadow is not None:
         invalid |= shadow
 
@@ -282,63 +332,67 @@ def apply_depth_noise(
     if p.subpixel_px > 0:
         corr_share = math.sqrt(1.0 - p.white_noise_fraction)
         white_share = math.sqrt(p.white_noise_fraction)
-        noise = np.zeros(shape, np.float32)
+        noise = None
         if corr_share > 0:
-            field = correlated_field(rng, shape, p.noise_correlation_px)
-            noise += np.float32(p.subpixel_px * corr_share) * field
+            root_aspect = math.sqrt(p.noise_correlation_aspect)
+            sigmas = (p.noise_correlation_px * root_aspect, p.noise_correlation_px / root_aspect)
+            field = correlated_field(rng, shape, sigmas)
+            noise = field * np.float32(p.subpixel_px * corr_share)
         if white_share > 0:
-            noise += np.float32(p.subpixel_px * white_share) * rng.standard_normal(shape, dtype=np.float32)
+            white = rng.standard_normal(shape, dtype=np.float32)
+            white *= np.float32(p.subpixel_px * white_share)
+            noise = white if noise is None else noise + white
         if p.slope_noise_gain > 0:
-            # tan(theta) = f * |grad z| / z = f * |grad d| / d for disparity d = f B / z.
-            d0 = np.nan_to_num(disparity, nan=0.0)
-            gx = cv2.Sobel(d0, cv2.CV_32F, 1, 0, ksize=1)
-            gy = cv2.Sobel(d0, cv2.CV_32F, 0, 1, ksize=1)
-            tan = np.sqrt(gx * gx + gy * gy)
-            tan *= np.float32(0.5 * focal_px)
-            tan /= np.maximum(d0, np.float32(1e-6))
-            np.minimum(tan, np.float32(MAX_SLOPE_TAN), out=tan)
-            tan *= np.float32(p.slope_noise_gain)
-            noise *= np.sqrt(1.0 + tan * tan)
+            # gain * tan(theta) = gain * f * |grad z| / z = gain * f * |grad d| / d  (d = f B / z).
+            k = 0.5 * focal_px * p.slope_noise_gain  # the 1x3 Sobel is twice the central difference
+            slope = cv2.magnitude(
+                cv2.Sobel(disparity, cv2.CV_32F, 1, 0, ksize=1, scale=k),
+                cv2.Sobel(disparity, cv2.CV_32F, 0, 1, ksize=1, scale=k),
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.divide(slope, disparity, out=slope)
+            np.fmin(slope, np.float32(MAX_SLOPE_TAN * p.slope_noise_gain), out=slope)  # 0/0 -> max
+            noise *= cv2.magnitude(np.ones(shape, np.float32), slope)  # sqrt(1 + (gain tan)^2)
         noisy = disparity + noise
+    # Disparity in ASIC steps, rounded; its valid range follows from Min-Z (search range) and max depth.
+    steps = noisy * inv_step
     if p.disparity_step_px > 0:
-        inv_step = np.float32(1.0 / p.disparity_step_px)
-        noisy = np.rint(noisy * inv_step)
-        noisy *= np.float32(p.disparity_step_px)
+        np.rint(steps, out=steps)
+    lo = fb * inv_step / np.float32(p.max_depth_mm)
+    hi = np.float32(p.max_disparity_px) * inv_step
+    invalid |= ~(steps >= lo) | (steps > hi)
 
     # Left border band: columns whose match would lie left of the right image, plus the ASIC's margin.
     if p.occlusion:
-        x_r = np.arange(shape[1], dtype=np.float32)[None, :] - disparity
         if p.left_band_jitter_px > 0:
             jitter = field if field is not None else correlated_field(rng, shape, 4.0)
             x_r += np.float32(p.left_band_jitter_px) * jitter
         invalid |= x_r < np.float32(p.left_band_extra_px)
 
-    invalid |= ~(noisy > 0) | (noisy > np.float32(p.max_disparity_px))
-    with np.errstate(divide="ignore"):
-        z_out = np.divide(fb, noisy)
-    if p.noise_floor_mm > 0:
-        z_out += np.float32(p.noise_floor_mm) * rng.standard_normal(shape, dtype=np.float32)
-    invalid |= ~(z_out <= np.float32(p.max_depth_mm))
-
     # Dropouts: clumps next to occlusion shadows, clumps elsewhere, isolated pixels.
     edge_rate = p.edge_dropout_rate if shadow is not None else 0.0
     if p.blob_rate > 0 or edge_rate > 0:
         blobs = correlated_field(rng, shape, p.blob_size_px)
-        thr = np.float32(_upper_quantile(p.blob_rate))
+        thr = _upper_quantile(p.blob_rate)
         if edge_rate > 0:
             r = int(p.edge_width_px)
-            near = cv2.dilate(shadow.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) if r else shadow
-            thr = np.where(near.view(bool), np.float32(_upper_quantile(edge_rate)), thr)
-        invalid |= blobs > thr
+            near = shadow.view(np.uint8)
+            if r:
+                near = cv2.dilate(near, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+            invalid |= near.view(bool) & (blobs > np.float32(_upper_quantile(edge_rate)))
+        if not math.isinf(thr):
+            invalid |= blobs > np.float32(thr)
     if p.dropout_rate > 0:
         invalid |= rng.random(shape, dtype=np.float32) < np.float32(p.dropout_rate)
 
-    z_out[invalid] = 0.0
-    if p.depth_unit_mm != 1.0:
-        z_out *= np.float32(1.0 / p.depth_unit_mm)
+    np.fmax(steps, lo, out=steps)  # keeps the division finite (NaN too); such pixels are already invalid
+    z_out = np.divide(fb * inv_step / np.float32(p.depth_unit_mm), steps, out=steps)
+    if p.noise_floor_mm > 0:
+        z_out += np.float32(p.noise_floor_mm / p.depth_unit_mm) * rng.standard_normal(shape, dtype=np.float32)
+        invalid |= ~(z_out > 0.5) | (z_out > np.float32(p.max_depth_mm / p.depth_unit_mm))
+    z_out *= ~invalid
     np.rint(z_out, out=z_out)
-    np.clip(z_out, 0, 65535, out=z_out)
-    return z_out.astype(np.uint16)
+    return z_out.astype(np.uint16)  # <= max_depth_mm / depth_unit_mm <= 65535 (checked in the params)
 
 
 def _upper_quantile(rate: float) -> float:
@@ -350,20 +404,32 @@ def _upper_quantile(rate: float) -> float:
     return statistics.NormalDist().inv_cdf(1.0 - rate)
 
 
-#: Intel RealSense D435 (baseline 50 mm). Calibrated, see the module docstring.
+#: Intel RealSense D435 (baseline 50 mm), calibrated against the real D435 recording (640x480, f = 390.4 px)
+#: with ``python -m positioning.evaluation.noise_calibration``; see the module docstring for the numbers.
 D435_NOISE = DepthNoiseParams(
-    baseline_mm=50.0,
-    subpixel_px=0.128,
-    noise_correlation_px=4.5,
-    white_noise_fraction=0.0,
-    left_band_extra_px=11.0,
-    left_band_jitter_px=2.0,
-    edge_width_px=2,
-    edge_dropout_rate=0.45,
-    blob_rate=0.0015,
-    blob_size_px=1.3,
-    dropout_rate=0.0,
+    baseline_mm=50.0,  # D400 datasheet: D435 stereo baseline 50 mm
+    subpixel_px=0.138,  # calibrated: far-wall plane-fit sigma at 9/15/31 px windows (3.9/7.9/15.0 mm real)
+    noise_correlation_px=4.75,  # calibrated: those three windows + residual 1/e correlation length 3.7 px
+    noise_correlation_aspect=1.45,  # calibrated: residual correlation at 4/8 px, along u 0.79/0.38, v 0.59/-0.06
+    white_noise_fraction=0.0,  # calibrated: any white share makes the 9 px window too noisy
+    slope_noise_gain=0.3,  # calibrated: sigma/z^2 on the oblique side wall is 1.3x the frontal wall's
+    noise_floor_mm=0.0,
+    disparity_step_px=1.0 / 32.0,  # observed: real far-wall depths step by z^2/(32 f B) (4.6 mm at 1.7 m)
+    depth_unit_mm=1.0,  # the recording's depth units: 0.001 m
+    max_disparity_px=126.0,  # D400 datasheet: Min-Z = focal_px * baseline / 126 (disparity shift 0)
+    max_depth_mm=10_000.0,  # product specification: range up to about 10 m
+    occlusion=True,  # observed: shadows left of near objects, ~f*B*(1/z_near - 1/z_far) px wide
+    occlusion_fill_px=0.0,  # observed: real shadows are not narrower than the geometric ones
+    left_band_extra_px=11.0,  # calibrated: real left band 23 px at z = 1.7 m where f*B/z = 11.6 px
+    left_band_jitter_px=2.0,  # calibrated: row-to-row spread of the real band's edge, 1.9 px
+    edge_width_px=2,  # calibrated with edge_dropout_rate: invalid rate within 8 px of edges (18 %)
+    edge_dropout_rate=0.4,
+    blob_rate=0.0014,  # calibrated: 145 holes of median 2 px away from edges (283 holes in all)
+    blob_size_px=1.2,
+    dropout_rate=1e-4,  # calibrated: share of single-pixel holes (36 %)
 )
 
-#: Intel RealSense D455 (baseline 95 mm): the D435 calibration with the D455 baseline.
+#: Intel RealSense D455: baseline 95 mm (datasheet), everything else as calibrated for the D435 (the
+#: same imagers and ASIC family); its Min-Z follows from the baseline (f * 95 / 126, about 0.32 m at
+#: 848x480). Not calibrated against a D455 recording.
 D455_NOISE = dataclasses.replace(D435_NOISE, baseline_mm=95.0)

@@ -140,8 +140,8 @@ class PlacementParams:
         position: DICOM patient position.
         arms: arm pose.
         lateral_offset_mm: body midline x in the scanner frame (0 = centred on the table).
-        head_y_mm: scanner y of the body's end nearest the gantry (the vertex of the skull when
-            head-first, the toes when feet-first; arms raised above the head count when head-first).
+        head_y_mm: scanner y of the body's end nearest the gantry: the vertex of the skull when
+            head-first, the toes when feet-first (raised hands may reach beyond it).
         yaw_deg: rotation of the body about the vertical axis (degrees, right-handed about +z).
         roll_deg: rotation about the body's long axis (degrees; a slightly tilted patient).
         mattress_top_z_mm: scanner z of the free mattress top.
@@ -324,9 +324,12 @@ def place_body(
     arms_ext, legs_ext = _limb_angles(model, phenotype, params, rot_sb, z_shift, contact_z, sink)
     body = model.posed_body(phenotype, _rotations(params, arms_ext, legs_ext))
 
-    # Longitudinal and lateral placement: the body's end nearest the gantry at head_y, trunk midline at x.
+    # Longitudinal and lateral placement: skull vertex (head first) or toes (feet first) at head_y,
+    # trunk midline at the lateral offset. Raised hands may reach beyond, over the head holder.
     rotated = body.vertices_mm @ rot_sb.T
-    y_shift = params.head_y_mm - rotated[:, 1].max()
+    end_parts = ("head",) if params.position.head_first else ("left_leg", "right_leg")
+    end_part = model.part_mask(*end_parts)
+    y_shift = params.head_y_mm - rotated[end_part, 1].max()
     x_shift = params.lateral_offset_mm - float(np.median(rotated[torso, 0]))
     t = np.array([x_shift, y_shift, z_shift])
     scanner_from_body = np.eye(4)

@@ -14,6 +14,7 @@ Shading: Lambertian albedo under a ceiling light beside the camera plus an ambie
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import open3d as o3d
@@ -39,8 +40,9 @@ class RenderResult:
     label: np.ndarray
 
 
-def camera_rays(intrinsics: Intrinsics, scanner_from_camera: np.ndarray) -> np.ndarray:
-    """``(H, W, 6)`` float32 rays (origin, direction) in the scanner frame; direction has camera z = 1."""
+@functools.lru_cache(maxsize=8)
+def _camera_rays_cached(intrinsics: Intrinsics, pose_key: bytes) -> np.ndarray:
+    pose = np.frombuffer(pose_key, dtype=np.float64).reshape(4, 4)
     u = np.arange(intrinsics.width, dtype=np.float64)
     v = np.arange(intrinsics.height, dtype=np.float64)
     uu, vv = np.meshgrid(u, v)
@@ -48,10 +50,20 @@ def camera_rays(intrinsics: Intrinsics, scanner_from_camera: np.ndarray) -> np.n
         [(uu - intrinsics.ppx) / intrinsics.fx, (vv - intrinsics.ppy) / intrinsics.fy, np.ones_like(uu)],
         axis=-1,
     )
-    r = scanner_from_camera[:3, :3]
-    d = d_cam @ r.T
-    o = np.broadcast_to(scanner_from_camera[:3, 3], d.shape)
-    return np.concatenate([o, d], axis=-1).astype(np.float32)
+    d = d_cam @ pose[:3, :3].T
+    o = np.broadcast_to(pose[:3, 3], d.shape)
+    rays = np.concatenate([o, d], axis=-1).astype(np.float32)
+    rays.setflags(write=False)
+    return rays
+
+
+def camera_rays(intrinsics: Intrinsics, scanner_from_camera: np.ndarray) -> np.ndarray:
+    """``(H, W, 6)`` float32 rays (origin, direction) in the scanner frame; direction has camera z = 1.
+
+    The result is cached per (intrinsics, pose) and read-only.
+    """
+    pose = np.ascontiguousarray(scanner_from_camera, dtype=np.float64)
+    return _camera_rays_cached(intrinsics, pose.tobytes())
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -93,45 +105,40 @@ def render(
     rays = camera_rays(intrinsics, scanner_from_camera)
     hit = scene.cast_rays(o3d.core.Tensor(rays))
     t = hit["t_hit"].numpy()
-    gid = hit["geometry_ids"].numpy().astype(np.int64)
-    pid = hit["primitive_ids"].numpy().astype(np.int64)
-    uvs = hit["primitive_uvs"].numpy()
     valid = np.isfinite(t)
     depth = np.where(valid, t, np.nan).astype(np.float32)
 
-    h, w = intrinsics.height, intrinsics.width
-    label = np.zeros((h, w), np.uint8)
-    albedo = np.zeros((h, w, 3), np.float32)
-    normal = np.zeros((h, w, 3), np.float32)
-    for k, m in enumerate(meshes):
-        sel = valid & (gid == k)
-        if not sel.any():
-            continue
-        label[sel] = int(m.label)
-        f = m.faces[pid[sel]]
-        b1, b2 = uvs[sel, 0:1], uvs[sel, 1:2]
-        b0 = 1.0 - b1 - b2
-        albedo[sel] = b0 * m.colors_rgb[f[:, 0]] + b1 * m.colors_rgb[f[:, 1]] + b2 * m.colors_rgb[f[:, 2]]
-        vn = vertex_normals(m.vertices_mm, m.faces)
-        n = b0 * vn[f[:, 0]] + b1 * vn[f[:, 1]] + b2 * vn[f[:, 2]]
-        normal[sel] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
+    # Per-hit attributes from all meshes at once (offsets into concatenated arrays).
+    v_off = np.cumsum([0] + [len(m.vertices_mm) for m in meshes])
+    f_off = np.cumsum([0] + [len(m.faces) for m in meshes])
+    faces = np.concatenate([m.faces.astype(np.int64) + v_off[k] for k, m in enumerate(meshes)])
+    colors = np.concatenate([m.colors_rgb for m in meshes]).astype(np.float32)
+    normals = np.concatenate([vertex_normals(m.vertices_mm, m.faces) for m in meshes]).astype(np.float32)
+    labels = np.array([int(m.label) for m in meshes], np.uint8)
+    gid = hit["geometry_ids"].numpy()[valid].astype(np.int64)
+    f = faces[f_off[gid] + hit["primitive_ids"].numpy()[valid].astype(np.int64)]
+    uvs = hit["primitive_uvs"].numpy()[valid]
+    b1, b2 = uvs[:, 0:1], uvs[:, 1:2]
+    b0 = 1.0 - b1 - b2
+    albedo_v = b0 * colors[f[:, 0]] + b1 * colors[f[:, 1]] + b2 * colors[f[:, 2]]
+    n = b0 * normals[f[:, 0]] + b1 * normals[f[:, 1]] + b2 * normals[f[:, 2]]
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
+    label = np.zeros(t.shape, np.uint8)
+    label[valid] = labels[gid]
 
-    points = rays[..., :3] + rays[..., 3:] * np.where(valid, t, 0.0)[..., None]
+    h, w = intrinsics.height, intrinsics.width
+    ray_v = rays[valid]
+    points = ray_v[:, :3] + ray_v[:, 3:] * t[valid][:, None]
     if light_mm is None:
         light_mm = scanner_from_camera[:3, 3] + np.array([300.0, 300.0, 0.0])
-    light = np.asarray(light_mm, dtype=np.float64)
-    to_light = light - points
-    to_light /= np.maximum(np.linalg.norm(to_light, axis=-1, keepdims=True), 1e-9)
+    to_light = np.asarray(light_mm, dtype=np.float32) - points
+    to_light /= np.maximum(np.linalg.norm(to_light, axis=1, keepdims=True), 1e-9)
     # normals face the camera (meshes may be seen from either side)
-    facing = np.sign(-(normal * rays[..., 3:]).sum(-1, keepdims=True))
-    facing[facing == 0] = 1.0
-    lambert = np.clip((normal * facing * to_light).sum(-1, keepdims=True), 0.0, 1.0)
+    facing = np.where((n * ray_v[:, 3:]).sum(1, keepdims=True) > 0, -1.0, 1.0)
+    lambert = np.clip((n * facing * to_light).sum(1, keepdims=True), 0.0, 1.0)
     shade = ambient + (1.0 - ambient) * lambert
     uu, vv = np.meshgrid(np.linspace(-1, 1, w), np.linspace(-1, 1, h))
-    vignette = (1.0 - 0.18 * (uu**2 + vv**2))[..., None]
-    color = np.clip(albedo * shade * vignette, 0.0, 1.0)
-    color[~valid] = 0.0
+    vignette = (1.0 - 0.18 * (uu**2 + vv**2))[valid][:, None]
+    color = np.zeros((h, w, 3), np.float32)
+    color[valid] = np.clip(albedo_v * shade * vignette, 0.0, 1.0)
     return RenderResult(depth_mm=depth, color_rgb=(color * 255.0 + 0.5).astype(np.uint8), label=label)
-
-
-

@@ -55,6 +55,8 @@ class RoomParams:
         table_length_mm, table_width_mm, table_thickness_mm: carbon-fibre table top.
         mattress_thickness_mm, mattress_width_mm: foam mattress on the table top.
         table_lateral_mm: x of the table centre line (0 for a table on the scanner axis).
+        head_holder_length_mm, head_holder_width_mm: the head holder extending the table top beyond its
+            head end (its top is level with the mattress top).
         bore_diameter_mm: gantry bore (70, 78 or 80 cm).
         gantry_outer_radius_mm, gantry_depth_mm: gantry housing, centred on the isocenter along y.
         floor_z_mm: z of the floor.
@@ -62,12 +64,14 @@ class RoomParams:
 
     mattress_top_z_mm: float = -150.0
     table_head_y_mm: float = -450.0
-    table_length_mm: float = 2000.0
+    table_length_mm: float = 2300.0
     table_width_mm: float = 480.0
     table_thickness_mm: float = 60.0
     mattress_thickness_mm: float = 50.0
     mattress_width_mm: float = 460.0
     table_lateral_mm: float = 0.0
+    head_holder_length_mm: float = 300.0
+    head_holder_width_mm: float = 260.0
     bore_diameter_mm: float = 700.0
     gantry_outer_radius_mm: float = 1050.0
     gantry_depth_mm: float = 800.0
@@ -167,6 +171,12 @@ def room_meshes(room: RoomParams, *, head_rest: tuple[float, float, float] | Non
         box_mesh(
             (x0 - 200, y_foot + 200, room.floor_z_mm),
             (x0 + 200, y_foot + 1000, base - room.table_thickness_mm),
+            _COLORS[Label.TABLE], Label.TABLE,
+        ),
+        # head holder: a narrower extension of the table top beyond its head end, with its own pad
+        box_mesh(
+            (x0 - room.head_holder_width_mm / 2, y_head, top - 25.0),
+            (x0 + room.head_holder_width_mm / 2, y_head + room.head_holder_length_mm, top),
             _COLORS[Label.TABLE], Label.TABLE,
         ),
         box_mesh(

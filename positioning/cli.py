@@ -1,0 +1,281 @@
+"""The ``positioning`` command: wires the stages together; no logic of its own.
+
+Exit codes: 0 success, 1 the job ran but found a problem (e.g. no patient), 2 bad input (a clear error
+message on stderr, never a traceback), 3 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from positioning.errors import PositioningError
+
+__all__ = ["main", "build_parser"]
+
+
+def _progress(total: int, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, disable=not sys.stderr.isatty())
+    last = [0]
+
+    def update(done: int, _total: int) -> None:
+        bar.update(done - last[0])
+        last[0] = done
+
+    return update, bar.close
+
+
+# -- sim ---------------------------------------------------------------------------------------------------
+def _cmd_sim_list(args: argparse.Namespace) -> int:
+    from positioning.sim.scenario import list_scenarios
+
+    for sc in list_scenarios():
+        print(f"{sc.name:<18} {sc.description}")
+    return 0
+
+
+def _cmd_sim_record(args: argparse.Namespace) -> int:
+    from positioning.sim.scenario import sample_session
+    from positioning.sim.session import record_session
+
+    spec = sample_session(args.scenario, args.seed)
+    n = spec.frames if args.frames is None else args.frames
+    if n < 1:
+        raise PositioningError(f"--frames must be at least 1, got {n}")
+    update, close = _progress(n, f"recording {Path(args.out).name}")
+    try:
+        summary = record_session(spec, args.out, frames=n, progress=update)
+    finally:
+        close()
+    print(
+        f"wrote {summary.recording} ({summary.frames} frames, {summary.bytes / 1e6:.1f} MB, "
+        f"{summary.fps:.2f} frames/s including set-up)"
+    )
+    print(f"truth       {summary.truth}")
+    print(f"calibration {summary.calibration}")
+    if args.preview:
+        _write_preview(summary.recording, Path(args.preview))
+    return 0
+
+
+def _cmd_sim_preview(args: argparse.Namespace) -> int:
+    from positioning.sim.preview import preview_image, save_png
+    from positioning.sim.scenario import sample_session
+    from positioning.sim.session import SimulatedSession
+
+    spec = sample_session(args.scenario, args.seed)
+    session = SimulatedSession(spec)
+    frame, truth = session.frame(args.frame)
+    img = preview_image(
+        frame,
+        calibration=spec.rig.calibration(),
+        points_mm=truth.keypoints_mm | truth.landmarks_mm,
+        label=truth.label,
+        title=f"{spec.scenario} seed {spec.seed}",
+    )
+    print(f"wrote {save_png(args.out, img)}")
+    return 0
+
+
+def _cmd_sim_noise_report(args: argparse.Namespace) -> int:
+    from positioning.evaluation.noise_calibration import main as noise_main
+
+    return noise_main([str(args.path)] if args.path else [])
+
+
+# -- recordings --------------------------------------------------------------------------------------------
+def _describe_recording(path: Path) -> dict[str, Any]:
+    """Read every frame of a recording through the RealSense reader and summarise it."""
+    from positioning.camera.realsense import RealSenseSource
+
+    t0 = time.perf_counter()
+    valid, median, stamps = [], [], []
+    first = None
+    with RealSenseSource.from_file(path) as src:
+        for frame in src.frames():
+            first = first or frame
+            d = frame.depth_mm
+            valid.append(frame.valid_fraction)
+            median.append(float(np.median(d[d > 0])) if np.any(d) else 0.0)
+            stamps.append(frame.timestamp_ms)
+    if first is None:
+        raise PositioningError(f"{path} contains no frames")
+    k = first.intrinsics
+    info: dict[str, Any] = {
+        "recording": str(path),
+        "bytes": path.stat().st_size,
+        "frames": len(valid),
+        "device_name": first.device_name,
+        "serial": first.serial,
+        "depth": {"width": k.width, "height": k.height, "fx": k.fx, "fy": k.fy, "ppx": k.ppx, "ppy": k.ppy},
+        "color": None if first.color_rgb is None else {"aligned": first.color_aligned},
+        "valid_fraction_median": float(np.median(valid)),
+        "depth_median_mm": float(np.median(median)),
+        "duration_ms": float(stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
+        "read_s": time.perf_counter() - t0,
+    }
+    return info
+
+
+def _write_preview(recording: Path, out: Path) -> None:
+    from positioning.camera.realsense import RealSenseSource
+    from positioning.frames import Calibration
+    from positioning.sim.preview import preview_image, save_png
+    from positioning.sim.session import calibration_path_for
+
+    with RealSenseSource.from_file(recording) as src:
+        frame = src.read()
+    cal_path = calibration_path_for(recording)
+    cal = Calibration.load(cal_path) if cal_path.is_file() else None
+    points = None
+    if cal is not None:
+        from positioning.evaluation.truth import load_truth
+
+        try:
+            doc = load_truth(recording)
+            f0 = doc["frames"][0]
+            points = {k: np.array(v) for k, v in (f0["keypoints"] | f0["landmarks"]).items()}
+        except PositioningError:
+            points = None
+    img = preview_image(frame, calibration=cal, points_mm=points, title=recording.name)
+    print(f"preview     {save_png(out, img)}")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = _describe_recording(Path(args.recording))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_info(info)
+    _print_truth(Path(args.recording))
+    if args.preview:
+        _write_preview(Path(args.recording), Path(args.preview))
+    return 0
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    d = info["depth"]
+    print(f"recording   {info['recording']} ({info['bytes'] / 1e6:.1f} MB)")
+    print(f"device      {info['device_name']} (serial {info['serial']})")
+    print(f"frames      {info['frames']} over {info['duration_ms']:.0f} ms (read in {info['read_s']:.2f} s)")
+    print(
+        f"depth       {d['width']}x{d['height']} z16, fx {d['fx']:.2f} fy {d['fy']:.2f} "
+        f"ppx {d['ppx']:.2f} ppy {d['ppy']:.2f}"
+    )
+    print(f"colour      {'none' if info['color'] is None else 'rgb, aligned to depth'}")
+    print(
+        f"valid depth {100 * info['valid_fraction_median']:.1f} % of pixels (median over frames), "
+        f"median depth {info['depth_median_mm']:.0f} mm"
+    )
+
+
+def _print_truth(recording: Path) -> None:
+    from positioning.evaluation.truth import load_truth, truth_summary
+    from positioning.sim.session import truth_path_for
+
+    if truth_path_for(recording).is_file():
+        for line in truth_summary(load_truth(recording)):
+            print(f"truth       {line}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    rec = out_dir / f"{args.scenario}.db3"
+    _cmd_sim_record(
+        argparse.Namespace(
+            scenario=args.scenario, seed=args.seed, frames=args.frames, out=str(rec), preview=None
+        )
+    )
+    print()
+    print("read back through pyrealsense2 playback (the live-camera code path):")
+    _print_info(_describe_recording(rec))
+    _print_truth(rec)
+    _write_preview(rec, out_dir / f"{args.scenario}.png")
+    return 0
+
+
+def _cmd_bench_sim(args: argparse.Namespace) -> int:
+    from positioning.evaluation.bench_sim import benchmark_simulator, format_benchmark
+
+    r = benchmark_simulator(args.scenario, frames=args.frames, seed=args.seed)
+    print(json.dumps(r, indent=2) if args.json else format_benchmark(r))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="positioning", description="Patient positioning and scan planning for CT."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="record a simulated session and show what it contains (the default job)"
+    )
+    demo.add_argument("--out", default="out", help="output folder (default: out/)")
+    demo.add_argument("--scenario", default="hfs-arms-up")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--frames", type=int, default=30)
+    demo.set_defaults(func=_cmd_demo)
+
+    info = sub.add_parser("info", help="read a RealSense recording (.db3 or .bag) and describe it")
+    info.add_argument("recording")
+    info.add_argument("--json", action="store_true")
+    info.add_argument("--preview", metavar="PNG", help="write a colour | depth picture of the first frame")
+    info.set_defaults(func=_cmd_info)
+
+    sim = sub.add_parser("sim", help="the simulator").add_subparsers(dest="sim_command", required=True)
+    sim.add_parser("list", help="list the scenarios").set_defaults(func=_cmd_sim_list)
+    rec = sim.add_parser("record", help="record a simulated session as a RealSense .db3 with truth")
+    rec.add_argument("out", metavar="OUT.db3")
+    rec.add_argument("--scenario", required=True)
+    rec.add_argument("--frames", type=int, default=None, help="number of frames (default: the scenario's)")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--preview", metavar="PNG")
+    rec.set_defaults(func=_cmd_sim_record)
+    prev = sim.add_parser("preview", help="render one frame of a scenario to a PNG (colour | depth | labels)")
+    prev.add_argument("--scenario", required=True)
+    prev.add_argument("--seed", type=int, default=0)
+    prev.add_argument("--frame", type=int, default=0)
+    prev.add_argument("--out", required=True, metavar="PNG")
+    prev.set_defaults(func=_cmd_sim_preview)
+    noise = sim.add_parser("noise-report", help="depth noise model vs the real D435 recording")
+    noise.add_argument("path", nargs="?", default=None, help="a real RealSense recording")
+    noise.set_defaults(func=_cmd_sim_noise_report)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    bsim = bench.add_parser("sim", help="simulator speed: render + write frames per second")
+    bsim.add_argument("--scenario", default="hfs-arms-up")
+    bsim.add_argument("--frames", type=int, default=30)
+    bsim.add_argument("--seed", type=int, default=0)
+    bsim.add_argument("--json", action="store_true")
+    bsim.set_defaults(func=_cmd_bench_sim)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``positioning`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PositioningError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
