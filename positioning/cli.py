@@ -126,7 +126,7 @@ def _describe_recording(path: Path) -> dict[str, Any]:
     return info
 
 
-def _write_preview(recording: Path, out: Path) -> None:
+def _write_preview(recording: Path, out: Path, *, file: Any = None) -> None:
     from positioning.camera.realsense import RealSenseSource
     from positioning.frames import Calibration
     from positioning.sim.preview import preview_image, save_png
@@ -147,18 +147,18 @@ def _write_preview(recording: Path, out: Path) -> None:
         except PositioningError:
             points = None
     img = preview_image(frame, calibration=cal, points_mm=points, title=recording.name)
-    print(f"preview     {save_png(out, img)}")
+    print(f"preview     {save_png(out, img)}", file=file or sys.stdout)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     info = _describe_recording(Path(args.recording))
-    if args.json:
-        print(json.dumps(info, indent=2))
+    if args.json:  # stdout stays one JSON document: the truth summary goes inside it
+        print(json.dumps(info | {"truth": _truth_lines(Path(args.recording))}, indent=2))
     else:
         _print_info(info)
-    _print_truth(Path(args.recording))
+        _print_truth(Path(args.recording))
     if args.preview:
-        _write_preview(Path(args.recording), Path(args.preview))
+        _write_preview(Path(args.recording), Path(args.preview), file=sys.stderr if args.json else None)
     return 0
 
 
@@ -178,13 +178,19 @@ def _print_info(info: dict[str, Any]) -> None:
     )
 
 
-def _print_truth(recording: Path) -> None:
+def _truth_lines(recording: Path) -> list[str] | None:
+    """The truth summary of a simulated recording, or None when it has no truth sidecar."""
     from positioning.evaluation.truth import load_truth, truth_summary
     from positioning.sim.session import truth_path_for
 
-    if truth_path_for(recording).is_file():
-        for line in truth_summary(load_truth(recording)):
-            print(f"truth       {line}")
+    if not truth_path_for(recording).is_file():
+        return None
+    return truth_summary(load_truth(recording))
+
+
+def _print_truth(recording: Path) -> None:
+    for line in _truth_lines(recording) or []:
+        print(f"truth       {line}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ __all__ = ["RealSenseSource", "intrinsics_from_rs"]
 #: Longest wait for the next frame before a source counts as stalled.
 DEFAULT_TIMEOUT_S = 5.0
 #: Poll period while waiting for frames; end of a recording is noticed within about this long.
+_END_GRACE_S = 0.3
 _POLL_MS = 50
 #: Tolerance for "these two streams share intrinsics and optical centre" (pixels, unitless, metres).
 _SAME_GEOMETRY_ATOL = 1e-6
@@ -118,6 +119,7 @@ class RealSenseSource:
             timeout_s: longest wait for a frame.
             repeat: whether a recording loops (its end is then never reported).
         """
+        self._config = config
         self._label = label
         self._error = error
         self._timeout_s = float(timeout_s)
@@ -221,6 +223,15 @@ class RealSenseSource:
         label = f"RealSense camera {serial or '(first found)'} depth+colour {width}x{height} @ {fps} fps"
         return cls(config, label=label, error=MissingStreamError, timeout_s=timeout_s)
 
+    def _restart_playback(self) -> None:
+        """Stop and start the recording again on a fresh pipeline, real time off before the first frame."""
+        self._pipeline.stop()
+        self._pipeline = rs.pipeline(rs.context())
+        resolved = self._config.resolve(rs.pipeline_wrapper(self._pipeline))
+        self._playback = resolved.get_device().as_playback()
+        self._playback.set_real_time(False)
+        self._pipeline.start(self._config)
+
     def read(self) -> RGBDFrame:
         """The next frame.
 
@@ -234,6 +245,11 @@ class RealSenseSource:
             raise ValueError(f"{self._label} is closed")
         try:
             frames = self._wait_for_frames()
+            if frames is None and self._delivered == 0 and self._playback is not None:
+                # pyrealsense2 playback occasionally loses the first frame of a very short recording
+                # (seen ~1 in 40 opens of the one-frame D435 .bag): open it once more and read again.
+                self._restart_playback()
+                frames = self._wait_for_frames()
             if frames is None:
                 if self._delivered == 0:
                     raise CorruptRecordingError(f"{self._label} opened but contains no frames")
@@ -245,8 +261,12 @@ class RealSenseSource:
     def _wait_for_frames(self) -> rs.composite_frame | None:
         """Next frameset, or None at the end of a non-repeating recording."""
         deadline = time.monotonic() + self._timeout_s
+        # Once playback has stopped, frames can still be in flight through the pipeline's syncer (seen:
+        # the only frame of a one-frame .bag arriving after the status said "stopped"). Declare the end
+        # only after empty waits for a grace period.
+        grace_s = _END_GRACE_S
+        stopped_since: float | None = None
         while True:
-            # Status first: once playback has stopped, an empty wait means nothing is left in flight.
             ended = (
                 self._playback is not None
                 and not self._repeat
@@ -255,9 +275,14 @@ class RealSenseSource:
             ok, frames = self._pipeline.try_wait_for_frames(_POLL_MS)
             if ok:
                 return frames
+            now = time.monotonic()
             if ended:
-                return None
-            if time.monotonic() > deadline:
+                stopped_since = stopped_since if stopped_since is not None else now
+                if now - stopped_since >= grace_s:
+                    return None
+            else:
+                stopped_since = None
+            if now > deadline and not ended:
                 raise self._error(f"{self._label}: no frame within {self._timeout_s:g} s")
 
     def _to_rgbd(self, frames: rs.composite_frame) -> RGBDFrame:

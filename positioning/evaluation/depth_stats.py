@@ -33,6 +33,7 @@ __all__ = [
     "NoiseAtDepth",
     "depth_statistics",
     "discontinuity_mask",
+    "fill_rows_with_background",
     "left_band_mask",
     "local_plane_noise",
     "LocalPlaneNoise",
@@ -65,6 +66,8 @@ class LocalPlaneNoise:
         sigma_mm: ``(n,)`` robust residual standard deviation of each tile's plane fit.
         correlation: ``(window_px // 2 + 1,)`` autocorrelation of the residual at lags 0, 1, ... px
             (mean of the horizontal and vertical directions, pooled over the accepted tiles).
+        correlation_u: the same along rows only (lag in u, columns).
+        correlation_v: the same along columns only (lag in v, rows).
         correlation_length_px: lag at which ``correlation`` first falls to 1/e (linear interpolation),
             or the largest lag when it never does; NaN when no tile was accepted.
     """
@@ -72,6 +75,8 @@ class LocalPlaneNoise:
     depth_mm: np.ndarray
     sigma_mm: np.ndarray
     correlation: np.ndarray
+    correlation_u: np.ndarray
+    correlation_v: np.ndarray
     correlation_length_px: float
 
 
@@ -103,6 +108,8 @@ class DepthStats:
         subpixel_rms_px: median over tiles of ``sigma_mm * focal_px * baseline_mm / depth_mm^2``, the
             equivalent disparity noise; NaN when no baseline was given.
         correlation_length_px: 1/e autocorrelation length of the plane-fit residual, in pixels.
+        correlation_length_u_px: the same along rows (u); stereo matching stretches it along the baseline.
+        correlation_length_v_px: the same along columns (v).
         noise_by_depth: the tile noise binned by depth.
     """
 
@@ -125,6 +132,8 @@ class DepthStats:
     noise_sigma_at_1m_mm: float
     subpixel_rms_px: float
     correlation_length_px: float
+    correlation_length_u_px: float
+    correlation_length_v_px: float
     noise_by_depth: tuple[NoiseAtDepth, ...]
 
     def as_dict(self) -> dict[str, object]:
@@ -163,13 +172,24 @@ def left_band_mask(valid: np.ndarray) -> np.ndarray:
     return np.logical_and.accumulate(~valid, axis=1)
 
 
-def _fill_rows_with_background(z: np.ndarray) -> np.ndarray:
+def fill_rows_with_background(depth_mm: np.ndarray) -> np.ndarray:
     """Fill each invalid run of a row with the farther of its two valid neighbours in that row.
 
     Occlusion holes of a stereo camera lie on the background side of an edge, so filling with the farther
     value puts the depth step where the near object's edge is. Runs touching the border take the one
     neighbour they have; rows without any valid pixel stay NaN.
+
+    Args:
+        depth_mm: ``(H, W)`` depth in mm, 0 or NaN = invalid.
+
+    Returns:
+        ``(H, W)`` float32 depth, NaN only in rows without any valid pixel.
+
+    Example:
+        >>> fill_rows_with_background(np.array([[2000, 0, 0, 1000, 0]], np.uint16)).tolist()
+        [[2000.0, 2000.0, 2000.0, 1000.0, 1000.0]]
     """
+    z = _as_depth_float(depth_mm)
     h, w = z.shape
     valid = np.isfinite(z)
     cols = np.broadcast_to(np.arange(w), (h, w))
@@ -211,7 +231,7 @@ def discontinuity_mask(
     if radius_px < 0:
         raise ValueError(f"radius_px must be >= 0, got {radius_px}")
     z = _as_depth_float(depth_mm)
-    filled = _fill_rows_with_background(z)
+    filled = fill_rows_with_background(z)
     has = np.isfinite(filled)
     k3 = np.ones((3, 3), np.uint8)
     zmax = cv2.dilate(np.where(has, filled, 0.0).astype(np.float32), k3)
@@ -238,29 +258,25 @@ def _fit_planes(z: np.ndarray, m: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.linalg.solve(a, b[..., None])[..., 0]
 
 
-def _autocorrelation(r: np.ndarray, m: np.ndarray, max_lag: int) -> np.ndarray:
-    """Pooled autocorrelation of masked residual tiles ``(n, w, w)`` at lags 0..max_lag."""
+def _autocorrelation(r: np.ndarray, m: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled autocorrelation of masked residual tiles ``(n, w, w)`` at lags 0..max_lag, along u and v.
+
+    Each lag's correlation is normalised by the residual power of the same pixel pairs, so tiles with
+    holes do not bias it.
+    """
     r = np.where(m, r, 0.0)
-    denom = float(np.sum(r * r))
-    out = np.ones(max_lag + 1)
-    if denom <= 0:
-        return out
+    out_u = np.ones(max_lag + 1)
+    out_v = np.ones(max_lag + 1)
     for lag in range(1, max_lag + 1):
-        num = 0.0
-        cnt = 0.0
-        cnt0 = 0.0
-        for ax in (1, 2):
+        for ax, out in ((2, out_u), (1, out_v)):
             a = np.take(r, np.arange(0, r.shape[ax] - lag), axis=ax)
             b = np.take(r, np.arange(lag, r.shape[ax]), axis=ax)
-            ma = np.take(m, np.arange(0, r.shape[ax] - lag), axis=ax)
-            mb = np.take(m, np.arange(lag, r.shape[ax]), axis=ax)
-            both = ma & mb
-            num += float(np.sum(a * b * both))
-            cnt += float(np.count_nonzero(both))
-            # variance estimated on the same pixel pairs keeps the ratio unbiased near tile borders
-            cnt0 += float(np.sum((a * a + b * b) * both)) / 2.0
-        out[lag] = num / cnt0 if cnt0 > 0 and cnt > 0 else np.nan
-    return out
+            both = np.take(m, np.arange(0, r.shape[ax] - lag), axis=ax) & np.take(
+                m, np.arange(lag, r.shape[ax]), axis=ax
+            )
+            power = float(np.sum((a * a + b * b) * both)) / 2.0
+            out[lag] = float(np.sum(a * b * both)) / power if power > 0 else np.nan
+    return out_u, out_v
 
 
 def local_plane_noise(
@@ -313,7 +329,12 @@ def local_plane_noise(
     if zt.shape[0] == 0:
         nan_corr = np.full(max_lag + 1, np.nan)
         return LocalPlaneNoise(
-            depth_mm=np.zeros(0), sigma_mm=np.zeros(0), correlation=nan_corr, correlation_length_px=np.nan
+            depth_mm=np.zeros(0),
+            sigma_mm=np.zeros(0),
+            correlation=nan_corr,
+            correlation_u=nan_corr,
+            correlation_v=nan_corr,
+            correlation_length_px=np.nan,
         )
     coef = _fit_planes(zt, mt, x)
     res = zt - coef @ x.T
@@ -325,11 +346,17 @@ def local_plane_noise(
     res = (zt - coef @ x.T) * mt
     n = mt.sum(axis=1)
     sigma = np.sqrt(np.sum(res * res, axis=1) / np.maximum(n - 3, 1))
-    corr = _autocorrelation(
+    corr_u, corr_v = _autocorrelation(
         res.reshape(-1, window_px, window_px), mt.reshape(-1, window_px, window_px) > 0, max_lag
     )
+    corr = (corr_u + corr_v) / 2.0
     return LocalPlaneNoise(
-        depth_mm=coef[:, 0], sigma_mm=sigma, correlation=corr, correlation_length_px=_one_over_e(corr)
+        depth_mm=coef[:, 0],
+        sigma_mm=sigma,
+        correlation=corr,
+        correlation_u=corr_u,
+        correlation_v=corr_v,
+        correlation_length_px=_one_over_e(corr),
     )
 
 
@@ -444,5 +471,7 @@ def depth_statistics(
         noise_sigma_at_1m_mm=_nan_percentile(s1m, 50),
         subpixel_rms_px=subpx,
         correlation_length_px=lp.correlation_length_px,
+        correlation_length_u_px=_one_over_e(lp.correlation_u),
+        correlation_length_v_px=_one_over_e(lp.correlation_v),
         noise_by_depth=tuple(bins),
     )

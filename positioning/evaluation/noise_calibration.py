@@ -32,8 +32,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from positioning.errors import CorruptRecordingError, MissingStreamError, RecordingNotFoundError
-from positioning.evaluation.depth_stats import depth_statistics, discontinuity_mask, local_plane_noise
+from positioning.errors import (
+    CorruptRecordingError,
+    MissingStreamError,
+    RecordingError,
+    RecordingNotFoundError,
+)
+from positioning.evaluation.depth_stats import (
+    depth_statistics,
+    discontinuity_mask,
+    fill_rows_with_background,
+    local_plane_noise,
+)
 from positioning.sim.noise import D435_NOISE, DepthNoiseParams, apply_depth_noise
 
 __all__ = [
@@ -58,7 +68,10 @@ _FAR_WALL_MIN_MM = 1500.0
 
 
 def default_reference_path() -> Path:
-    """Path of the reference recording: ``$POSITIONING_SHARED_DIR/data/...`` or ``<repo>/../shared/data/...``."""
+    """The reference recording: ``$POSITIONING_SHARED_DIR/data/<name>``, else ``../shared/data/<name>``.
+
+    ``../shared`` is the sibling of the repository root (the folder holding ``pyproject.toml``).
+    """
     shared = os.environ.get("POSITIONING_SHARED_DIR")
     base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
     return base / "data" / REFERENCE_BAG_NAME
@@ -115,8 +128,9 @@ def reference_surface(depth_mm: np.ndarray, *, smooth_px: float = 16.0, min_area
 
     The depth is cut into segments at its discontinuities (:func:`discontinuity_mask`, radius 1); each
     segment of at least ``min_area_px`` pixels is smoothed on its own by normalised Gaussian convolution
-    (sigma ``smooth_px``), smaller bits keep a 5x5 median. Holes are then filled, ring by ring, with the
-    farthest neighbouring depth, which puts occlusion holes on the background side of the edge as they are.
+    (sigma ``smooth_px``), smaller bits keep a 5x5 median. Holes are then filled along their row with the
+    farther of the two neighbouring depths (:func:`fill_rows_with_background`), which puts occlusion holes
+    on the background side of the edge, where they are; rows without any depth grow from their neighbours.
 
     Args:
         depth_mm: ``(H, W)`` uint16 real depth in mm, 0 = invalid.
@@ -150,9 +164,10 @@ def reference_surface(depth_mm: np.ndarray, *, smooth_px: float = 16.0, min_area
         num = cv2.GaussianBlur(z * m, (0, 0), smooth_px)
         den = cv2.GaussianBlur(m, (0, 0), smooth_px)
         out[sel] = num[sel] / den[sel]
+    out = fill_rows_with_background(out)  # holes: the farther of the two neighbours in the row
     filled = np.isfinite(out)
     k3 = np.ones((3, 3), np.uint8)
-    while not filled.all():
+    while not filled.all():  # rows with no depth at all: grow from the rows above and below
         far = cv2.dilate(np.where(filled, out, 0.0).astype(np.float32), k3)
         newly = ~filled & (far > 0)
         if not newly.any():
@@ -259,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", default=None, help="RealSense recording (.bag/.db3)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     args = parser.parse_args(argv)
-    from positioning.errors import RecordingError
-
     try:
         result = compare_noise_to_reference(args.path, D435_NOISE, seed=args.seed)
     except RecordingError as e:

@@ -35,8 +35,10 @@ def load_truth(recording_or_truth: str | Path) -> dict[str, Any]:
         )
     try:
         doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # json.JSONDecodeError, or UnicodeDecodeError for a binary file
         raise RecordingError(f"truth file {p} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise RecordingError(f"truth file {p} must hold a JSON object, got {type(doc).__name__}")
     if doc.get("schema") != TRUTH_SCHEMA:
         raise RecordingError(f"truth file {p} has schema {doc.get('schema')!r}, expected {TRUTH_SCHEMA!r}")
     return doc

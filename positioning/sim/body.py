@@ -341,5 +341,5 @@ def pose_body(
     rot = arm_rotations(arms, jitter_deg=arm_jitter_deg, extension_deg=arm_extension_deg)
     rot |= leg_rotations(leg_spread_deg)
     if head_tilt_deg:
-        rot["head"] = rotation_deg("x", -head_tilt_deg)
+        rot["head"] = rotation_deg("x", head_tilt_deg)  # +x turns superior toward anterior (-y): flexion
     return model.posed_body(phenotype, rot)

@@ -67,7 +67,9 @@ def cross_sections(vertices_mm: np.ndarray, faces: np.ndarray, y_mm: np.ndarray)
         raise ValueError("y_mm must be a 1-D strictly increasing array")
     tri = vertices_mm[faces]  # (F, 3, 3)
     ty = tri[..., 1]
-    k_lo = np.searchsorted(y_mm, ty.min(axis=1), side="right")
+    # A vertex counts as above plane k when its y > y_k (``s > 0`` below), so a triangle is cut by plane k
+    # when min <= y_k < max: a plane through a vertex ring keeps the triangles that start on it.
+    k_lo = np.searchsorted(y_mm, ty.min(axis=1), side="left")
     k_hi = np.searchsorted(y_mm, ty.max(axis=1), side="left")
     counts = np.maximum(k_hi - k_lo, 0)
     f_idx = np.repeat(np.arange(len(faces)), counts)

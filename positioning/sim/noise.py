@@ -1,6 +1,80 @@
 """RealSense-like depth noise: turns an ideal z-depth render into what a D400 camera would deliver.
 
-MODEL_DOC_PLACEHOLDER
+Convention: depth is z (distance along the optical axis, not the ray length) in millimetres, images are
+``(H, W)`` with rows = v (down) and columns = u (right), pixel origin top-left; 0 (or NaN on input) means
+no surface / invalid. The stereo pair is horizontal, depth is referenced to the LEFT imager and the right
+imager sits at +u (RealSense D400).
+
+Model (per frame, all vectorised; :func:`apply_depth_noise`):
+
+1. **Disparity.** ``d = f B / z`` pixels (``f = focal_px``, ``B = baseline_mm``).
+2. **Occlusion shadows** (``occlusion``). A left-image pixel lands at ``x_r = u - d`` in the right image; it
+   is invalid when a pixel to its right lands further left (:func:`occlusion_mask`). A near object thus
+   casts a shadow of about ``f B (1/z_near - 1/z_far)`` pixels on its LEFT side (the side where the right
+   imager sees past it), none on its right side; ``occlusion_margin_px`` widens it on its left (background)
+   side, where the matching window still straddles the edge. The real recording shows exactly this: its
+   long invalid bands lie left of near surfaces, end at the near surface's edge and reach 1-3 px further
+   left than the geometric shadow (8-12 px wide where the geometry gives 7-9 px).
+3. **Left border band.** Columns with ``u - d < left_band_extra_px`` are invalid (their match would lie
+   outside the right image; the D4 leaves an extra margin), with a ragged edge (``left_band_jitter_px``
+   times the noise field below). The band is about ``f B / z + 11`` px wide.
+4. **Axial noise, in disparity.** ``d += subpixel_px * s(u, v) * n(u, v)``: ``n`` is a unit Gaussian random
+   field with Gaussian correlation of ``noise_correlation_px`` (``* sqrt(aspect)`` along u, ``/ sqrt(aspect)``
+   along v: block matching along the baseline smears errors horizontally) plus an optional white share;
+   ``s = sqrt(1 + (slope_noise_gain * tan(theta))^2)`` raises it on oblique surfaces. In depth this is
+   ``sigma_z = z^2 * subpixel_px / (f B)``, the square law of stereo
+   (:meth:`DepthNoiseParams.axial_sigma_mm`).
+5. **Quantisation.** The disparity is rounded to ``disparity_step_px`` (the D4's 1/32 px), so depths come
+   in steps of ``z^2 / (32 f B)`` (4.6 mm at 1.7 m in the real recording, 0.4 mm at 0.5 m), then
+   ``z = f B / d`` is rounded to ``depth_unit_mm`` (``z16``, 1 mm).
+6. **Range.** Disparities above ``max_disparity_px`` (nearer than Min-Z ``= f B / 126``) or depths beyond
+   ``max_depth_mm`` are invalid.
+7. **Dropouts.** A second unit random field with correlation ``blob_size_px`` is thresholded: within
+   ``edge_width_px`` of an occlusion shadow a fraction ``edge_dropout_rate`` of pixels is lost (ragged
+   shadow borders), everywhere a fraction ``blob_rate`` (clumps of a few pixels, as on low-texture or
+   shiny spots); plus isolated pixels with probability ``dropout_rate``.
+
+Calibration (``python -m positioning.evaluation.noise_calibration``, procedure in that module): the real
+D435 frame (``d435_single_depth_color_640x480.bag``: 640x480, ``fx`` = 390.4 px, depth units 1 mm, an office
+corner with a frontal wall at 1.6-1.8 m, an oblique wall at 0.35-1.3 m, a backpack and a chair) was turned
+into a noise-free twin (per-segment smoothing, holes filled with the background), which was run through this
+model with the real intrinsics; the defaults of :data:`D435_NOISE` were tuned until the statistics of
+:func:`positioning.evaluation.depth_stats.depth_statistics` agreed (seed 0):
+
+====================================  ===================  ===================
+statistic                             real                 simulated
+====================================  ===================  ===================
+valid fraction                        0.933                0.933
+left band width (px)                  23                   23
+holes (8-connected, band excluded)    283                  273
+hole area median / p95 (px)           2 / 27               2 / 43
+single-pixel holes                    36 %                 36 %
+invalid pixels within 8 px of edges   86 %                 90 %
+invalid rate within 8 px of edges     18.0 %               16.4 %
+invalid rate elsewhere                0.55 %               0.37 %
+plane-fit sigma, 15 px tiles (1.65 m) 5.04 mm              5.28 mm
+same, scaled to 1 m (sigma / z^2)     2.89 mm              2.89 mm
+same, as disparity RMS                0.056 px             0.056 px
+far wall sigma, 9 / 15 / 31 px tiles  3.9 / 7.9 / 15.0 mm  3.8 / 8.0 / 15.7 mm
+sigma at 0.25-0.5 / 0.5-0.75 m        0.65 / 1.23 mm       0.65 / 1.10 mm
+sigma at 1.5-1.75 / 1.75-2 m          7.1 / 8.5 mm         7.5 / 8.5 mm
+residual 1/e correlation, u / v       5.1 / 3.0 px         5.2 / 3.0 px
+====================================  ===================  ===================
+
+Remaining differences: the real frame has more invalid pixels far from any depth edge (along its top
+border and in wide bands), and its shadows are cleaner strips, while the simulated ones pick up a few
+attached clumps (hole p95); the oblique wall at 0.5-1.25 m is matched to within 10-18 %. None of this is
+modelled further.
+
+``subpixel_px`` (0.138) is the per-pixel RMS of the whole disparity error, its slowly varying part
+included. The local-plane figure that Intel's depth-quality tool reports (RMS about a plane fitted to a
+patch) comes out at 0.056 px for 15 px tiles and grows with the patch size (0.10 px for 31 px tiles on
+the far wall), in line with the "about 0.08 px" usually quoted for a D435 from Intel's depth-quality white
+paper. The real frame is 640x480; at 848x480 the camera has a longer focal length (about 425 px) and,
+per Intel's tuning guide ("Tuning depth cameras for best performance": lower resolutions degrade depth
+precision), somewhat better subpixel precision, so the preset errs on the noisy side there.
+:data:`D455_NOISE` reuses the D435 calibration with the D455's 95 mm baseline (about half the depth noise
+at a given distance, and a larger Min-Z); it is not calibrated against a D455 recording.
 """
 
 from __future__ import annotations
@@ -19,9 +93,10 @@ __all__ = [
     "apply_depth_noise",
     "occlusion_mask",
     "correlated_field",
+    "MAX_SLOPE_TAN",
 ]
 
-#: Surface obliquity (tan of the angle between the surface normal and the viewing ray) is clipped here
+#: Surface obliquity (tan of the angle between the surface normal and the optical axis) is clipped here
 #: before it scales the noise, so that the gradient across a depth step does not explode the noise.
 MAX_SLOPE_TAN = 5.0
 
@@ -30,11 +105,14 @@ MAX_SLOPE_TAN = 5.0
 class DepthNoiseParams:
     """Parameters of the RealSense-like depth noise model (see the module docstring for the model).
 
+    The class defaults are a plain, uncalibrated model (white noise, no dropouts); use the calibrated
+    presets :data:`D435_NOISE` / :data:`D455_NOISE`, or ``dataclasses.replace`` them.
+
     Attributes:
         baseline_mm: stereo baseline between the left and right imagers (D435: 50 mm, D455: 95 mm).
-        subpixel_px: RMS disparity noise in pixels on a surface facing the camera (Intel's "subpixel
-            RMS"); the axial noise is ``sigma_z = z^2 * subpixel_px / (focal_px * baseline_mm)``, growing
-            with the square of the distance.
+        subpixel_px: per-pixel RMS disparity noise in pixels on a surface facing the camera (slowly
+            varying part included; Intel's plane-fit "subpixel RMS" over a patch is smaller); the axial
+            noise is ``sigma_z = z^2 * subpixel_px / (focal_px * baseline_mm)``, the square law of stereo.
         noise_correlation_px: Gaussian sigma (pixels) of the spatial correlation of the disparity noise
             (stereo matching over a window makes neighbouring errors alike); 0 = white.
         noise_correlation_aspect: ratio of the correlation along rows (u) to that along columns (v);
@@ -54,13 +132,14 @@ class DepthNoiseParams:
         occlusion: model what the right imager cannot see. Depth is referenced to the LEFT imager, so a
             near object casts an invalid shadow ``f*B*(1/z_near - 1/z_far)`` px wide on its LEFT side,
             and the columns at the left border (``u < f*B/z``) form an invalid band.
-        occlusion_fill_px: pixels of each occlusion shadow that the matcher fills in anyway.
+        occlusion_margin_px: whole pixels by which each shadow is wider on its left (background) side:
+            there the matching window still straddles the occluding edge and the match fails.
         left_band_extra_px: columns beyond the geometric ``f*B/z`` left band that are invalid too.
         left_band_jitter_px: RMS raggedness (pixels) of the left band's edge.
         edge_width_px: pixels within this distance of an occlusion shadow are "near an edge".
         edge_dropout_rate: fraction of the near-edge pixels lost, in clumps (the matching window straddles
             the edge and the left-right consistency check fails). Needs ``occlusion``.
-        blob_rate: fraction of all other pixels lost in clumps (low texture, specular spots).
+        blob_rate: fraction of all pixels lost in clumps (low texture, specular spots).
         blob_size_px: Gaussian sigma (pixels) of the random field whose high values become the clumps;
             larger values give fewer, larger holes at the same rate.
         dropout_rate: probability of an isolated invalid pixel anywhere.
@@ -78,7 +157,7 @@ class DepthNoiseParams:
     max_disparity_px: float = 126.0
     max_depth_mm: float = 10_000.0
     occlusion: bool = True
-    occlusion_fill_px: float = 0.0
+    occlusion_margin_px: int = 0
     left_band_extra_px: float = 0.0
     left_band_jitter_px: float = 0.0
     edge_width_px: int = 2
@@ -106,7 +185,7 @@ class DepthNoiseParams:
             "slope_noise_gain",
             "noise_floor_mm",
             "disparity_step_px",
-            "occlusion_fill_px",
+            "occlusion_margin_px",
             "left_band_extra_px",
             "left_band_jitter_px",
             "edge_width_px",
@@ -116,18 +195,24 @@ class DepthNoiseParams:
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
         if self.max_depth_mm / self.depth_unit_mm > 65535:
-            raise ValueError(
-                f"max_depth_mm / depth_unit_mm must fit z16 (<= 65535), got {self.max_depth_mm / self.depth_unit_mm}"
-            )
-        if int(self.edge_width_px) != self.edge_width_px:
-            raise ValueError(f"edge_width_px must be a whole number of pixels, got {self.edge_width_px}")
+            counts = self.max_depth_mm / self.depth_unit_mm
+            raise ValueError(f"max_depth_mm / depth_unit_mm must fit z16 (<= 65535), got {counts}")
+        for name in ("edge_width_px", "occlusion_margin_px"):
+            v = getattr(self, name)
+            if int(v) != v:
+                raise ValueError(f"{name} must be a whole number of pixels, got {v}")
         for name in ("white_noise_fraction", "edge_dropout_rate", "blob_rate", "dropout_rate"):
             v = getattr(self, name)
             if not (0.0 <= v <= 1.0):
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
 
     def min_depth_mm(self, focal_px: float) -> float:
-        """Min-Z, the nearest depth the disparity search reaches: ``focal_px * baseline_mm / max_disparity_px``."""
+        """Min-Z (mm), the nearest depth the disparity search reaches: ``f * baseline_mm / max_disparity_px``.
+
+        Example:
+            >>> round(D435_NOISE.min_depth_mm(425.0))
+            169
+        """
         return focal_px * self.baseline_mm / self.max_disparity_px
 
     def axial_sigma_mm(self, depth_mm: np.ndarray | float, focal_px: float) -> np.ndarray | float:
@@ -139,7 +224,7 @@ class DepthNoiseParams:
 
 
 def _check_depth(depth_true_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the ideal depth; return a float32 copy with 0 where there is no surface, and the surface mask."""
+    """Validate the ideal depth; return a float32 copy (0 where there is no surface) and the surface mask."""
     if not isinstance(depth_true_mm, np.ndarray):
         raise ValueError(f"depth_true_mm must be a numpy array, got {type(depth_true_mm).__name__}")
     if depth_true_mm.ndim != 2:
@@ -164,8 +249,9 @@ def occlusion_mask(disparity_px: np.ndarray, fill_px: float = 0.0) -> np.ndarray
 
     A left-image pixel ``u`` with disparity ``d`` appears at ``x_r = u - d`` in the right image. It is hidden
     when a pixel to its right maps further left: ``min_{u' > u} (u' - d(u')) < x_r - fill_px``. For a step
-    from a far surface (left) to a near one (right) this marks the ``d_near - d_far - fill_px`` far-side
-    pixels just left of the near object's edge; a near object's right edge casts no shadow.
+    from a far surface (left) to a near one (right) this marks the far-side pixels in the open interval
+    ``(u_edge - (d_near - d_far - fill_px), u_edge)`` just left of the near object's first column
+    ``u_edge``; a near object's right edge casts no shadow.
 
     Convention: ``(H, W)``, columns = u growing to the right, the right imager displaced along +u.
 
@@ -179,7 +265,7 @@ def occlusion_mask(disparity_px: np.ndarray, fill_px: float = 0.0) -> np.ndarray
     Example:
         >>> d = np.full((1, 8), 2.0, np.float32); d[0, 5:] = 5.0   # near object from column 5 on
         >>> occlusion_mask(d).astype(int).tolist()
-        [[0, 0, 1, 1, 1, 0, 0, 0]]
+        [[0, 0, 0, 1, 1, 0, 0, 0]]
     """
     d = np.asarray(disparity_px, dtype=np.float32)
     if d.ndim != 2:
@@ -205,10 +291,15 @@ def _occluded(x_r: np.ndarray, fill_px: float, span_px: float) -> np.ndarray:
     over the next ``span_px`` columns suffices; it is built by doubling windows (``log2(span)`` passes).
     Pixels without surface have ``x_r = u`` and so never hide anything.
     """
-    suffix_min = x_r.copy()  # after the loop: min of x_r over [u, u + width)
+    suffix_min, spare = x_r, np.empty_like(x_r)  # suffix_min: min of x_r over [u, u + width)
     width = 1
-    while width <= span_px:
-        np.minimum(suffix_min[:, :-width], suffix_min[:, width:], out=suffix_min[:, :-width])
+    while width <= span_px and width < x_r.shape[1]:
+        if x_r.shape[0] * (x_r.shape[1] - width) > 4:  # cv2 would take a one-element array for a scalar
+            cv2.min(suffix_min[:, :-width], suffix_min[:, width:], dst=spare[:, :-width])
+        else:
+            np.minimum(suffix_min[:, :-width], suffix_min[:, width:], out=spare[:, :-width])
+        spare[:, -width:] = suffix_min[:, -width:]
+        suffix_min, spare = spare, (suffix_min if suffix_min is not x_r else np.empty_like(x_r))
         width *= 2
     out = np.zeros(x_r.shape, bool)
     out[:, :-1] = x_r[:, :-1] - suffix_min[:, 1:] > np.float32(fill_px)
@@ -220,7 +311,11 @@ def _gaussian_kernel(sigma_px: float) -> np.ndarray:
 
 
 def _interp_variance(scale: int, kernel: np.ndarray) -> float:
-    """Mean share of the variance kept, along one axis, by linear upsampling of a ``kernel``-filtered field."""
+    """Mean share of the variance kept, along one axis, by linear upsampling of a ``kernel``-filtered field.
+
+    A value between two coarse samples with correlation ``rho`` has variance
+    ``(1 - t)^2 + t^2 + 2 t (1 - t) rho`` for interpolation weight ``t``; averaged over the pixel phases.
+    """
     k = kernel.astype(np.float64).ravel()
     rho = float(np.dot(k[:-1], k[1:]) / np.dot(k, k))  # correlation of neighbouring coarse samples
     t = ((np.arange(scale) + 0.5) / scale - 0.5) % 1.0
@@ -271,6 +366,30 @@ def correlated_field(
     return field
 
 
+def _slope_noise_factor(disparity: np.ndarray, focal_px: float, gain: float) -> np.ndarray:
+    """``sqrt(1 + (gain * tan(theta))^2)`` per pixel, ``tan(theta) = f |grad z| / z = f |grad d| / d``.
+
+    ``tan(theta)`` is capped at :data:`MAX_SLOPE_TAN` (pixels without surface, ``d = 0``, get the cap).
+    Computed on every other pixel and interpolated back: the factor varies slowly except at edges.
+    """
+    h, w = disparity.shape
+    coarse = disparity[::2, ::2]
+    k = 0.25 * focal_px * gain  # the 1x3 Sobel is twice the central difference, over 2 fine pixels
+    out = cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=1, scale=k)
+    cv2.magnitude(out, cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=1, scale=k), out)
+    cv2.divide(out, coarse, dst=out)  # inf or NaN where d = 0
+    cv2.patchNaNs(out, 1e30)
+    cap = MAX_SLOPE_TAN * gain
+    cv2.threshold(out, cap, cap, cv2.THRESH_TRUNC, dst=out)
+    # numpy, not cv2, for arithmetic with scalars: cv2 takes a one-element array for a scalar itself
+    np.multiply(out, out, out=out)
+    out += np.float32(1.0)
+    np.sqrt(out, out=out)
+    if out.shape != (h, w):
+        out = cv2.resize(out, (out.shape[1] * 2, out.shape[0] * 2), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    return out
+
+
 def apply_depth_noise(
     depth_true_mm: np.ndarray,
     focal_px: float,
@@ -319,43 +438,39 @@ def apply_depth_noise(
 
     # Ideal disparity (px), 0 where there is no surface, and the column it lands on in the right image (a
     # pixel without surface lands on its own column and so can never hide one to its left).
-    disparity = cv2.threshold(cv2.divide(float(fb), z), 1e30, 0.0, cv2.THRESH_TOZERO_INV)[1]  # f B / 0 -> 0
+    with np.errstate(divide="ignore"):
+        disparity = np.divide(fb, z)
+    disparity = cv2.threshold(disparity, 1e30, 0.0, cv2.THRESH_TOZERO_INV)[1]  # f B / 0 = inf -> 0
     invalid = ~surface
     x_r = np.arange(shape[1], dtype=np.float32)[None, :] - disparity
-    shadow = _occluded(x_r, p.occlusion_fill_px, _disparity_span(disparity, surface)) if p.occlusion else None
-    if shadow is not None:
-        invalid |= shadow
+    shadow = None
+    if p.occlusion:
+        shadow = _occluded(x_r, 0.0, _disparity_span(disparity, surface))
+        if p.occlusion_margin_px > 0:  # widen leftwards: pixel u joins if any of u..u+margin is shadow
+            kernel = np.ones((1, int(p.occlusion_margin_px) + 1), np.uint8)
+            shadow = cv2.dilate(shadow.view(np.uint8), kernel, anchor=(0, 0)).view(bool)
 
-    # Disparity noise: a spatially correlated field (plus an optional white share), scaled by obliquity.
+    # Disparity noise (in ASIC steps): a spatially correlated field, plus an optional white share, scaled
+    # up on oblique surfaces; then the disparity in steps, rounded.
     field = None
-    noisy = disparity
+    noise = None
     if p.subpixel_px > 0:
         corr_share = math.sqrt(1.0 - p.white_noise_fraction)
         white_share = math.sqrt(p.white_noise_fraction)
-        noise = None
         if corr_share > 0:
             root_aspect = math.sqrt(p.noise_correlation_aspect)
             sigmas = (p.noise_correlation_px * root_aspect, p.noise_correlation_px / root_aspect)
             field = correlated_field(rng, shape, sigmas)
-            noise = field * np.float32(p.subpixel_px * corr_share)
+            noise = field * np.float32(p.subpixel_px * corr_share * inv_step)
         if white_share > 0:
             white = rng.standard_normal(shape, dtype=np.float32)
-            white *= np.float32(p.subpixel_px * white_share)
+            white *= np.float32(p.subpixel_px * white_share * inv_step)
             noise = white if noise is None else noise + white
         if p.slope_noise_gain > 0:
-            # gain * tan(theta) = gain * f * |grad z| / z = gain * f * |grad d| / d  (d = f B / z).
-            k = 0.5 * focal_px * p.slope_noise_gain  # the 1x3 Sobel is twice the central difference
-            slope = cv2.magnitude(
-                cv2.Sobel(disparity, cv2.CV_32F, 1, 0, ksize=1, scale=k),
-                cv2.Sobel(disparity, cv2.CV_32F, 0, 1, ksize=1, scale=k),
-            )
-            with np.errstate(divide="ignore", invalid="ignore"):
-                np.divide(slope, disparity, out=slope)
-            np.fmin(slope, np.float32(MAX_SLOPE_TAN * p.slope_noise_gain), out=slope)  # 0/0 -> max
-            noise *= cv2.magnitude(np.ones(shape, np.float32), slope)  # sqrt(1 + (gain tan)^2)
-        noisy = disparity + noise
-    # Disparity in ASIC steps, rounded; its valid range follows from Min-Z (search range) and max depth.
-    steps = noisy * inv_step
+            noise *= _slope_noise_factor(disparity, focal_px, p.slope_noise_gain)
+    steps = disparity * inv_step
+    if noise is not None:
+        steps += noise
     if p.disparity_step_px > 0:
         np.rint(steps, out=steps)
     lo = fb * inv_step / np.float32(p.max_depth_mm)
@@ -369,21 +484,25 @@ def apply_depth_noise(
             x_r += np.float32(p.left_band_jitter_px) * jitter
         invalid |= x_r < np.float32(p.left_band_extra_px)
 
-    # Dropouts: clumps next to occlusion shadows, clumps elsewhere, isolated pixels.
+    # Shadows, clumps next to shadows, clumps elsewhere (the clumps are the upper tail of one more
+    # random field, thresholded lower near shadows), and isolated pixels.
     edge_rate = p.edge_dropout_rate if shadow is not None else 0.0
+    blobs = None
     if p.blob_rate > 0 or edge_rate > 0:
         blobs = correlated_field(rng, shape, p.blob_size_px)
-        thr = _upper_quantile(p.blob_rate)
+    if shadow is not None:
+        invalid |= shadow
         if edge_rate > 0:
             r = int(p.edge_width_px)
             near = shadow.view(np.uint8)
             if r:
                 near = cv2.dilate(near, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
             invalid |= near.view(bool) & (blobs > np.float32(_upper_quantile(edge_rate)))
-        if not math.isinf(thr):
-            invalid |= blobs > np.float32(thr)
-    if p.dropout_rate > 0:
-        invalid |= rng.random(shape, dtype=np.float32) < np.float32(p.dropout_rate)
+    if p.blob_rate > 0:
+        invalid |= blobs > np.float32(_upper_quantile(p.blob_rate))
+    if p.dropout_rate > 0:  # Bernoulli per pixel, drawn as a count and distinct positions (cheap)
+        n_drop = int(rng.binomial(invalid.size, p.dropout_rate))
+        invalid.ravel()[rng.choice(invalid.size, size=n_drop, replace=False)] = True
 
     np.fmax(steps, lo, out=steps)  # keeps the division finite (NaN too); such pixels are already invalid
     z_out = np.divide(fb * inv_step / np.float32(p.depth_unit_mm), steps, out=steps)
@@ -410,7 +529,7 @@ D435_NOISE = DepthNoiseParams(
     baseline_mm=50.0,  # D400 datasheet: D435 stereo baseline 50 mm
     subpixel_px=0.138,  # calibrated: far-wall plane-fit sigma at 9/15/31 px windows (3.9/7.9/15.0 mm real)
     noise_correlation_px=4.75,  # calibrated: those three windows + residual 1/e correlation length 3.7 px
-    noise_correlation_aspect=1.45,  # calibrated: residual correlation at 4/8 px, along u 0.79/0.38, v 0.59/-0.06
+    noise_correlation_aspect=1.45,  # calibrated: residual correlation at 4/8 px: u 0.79/0.38, v 0.59/-0.06
     white_noise_fraction=0.0,  # calibrated: any white share makes the 9 px window too noisy
     slope_noise_gain=0.3,  # calibrated: sigma/z^2 on the oblique side wall is 1.3x the frontal wall's
     noise_floor_mm=0.0,
@@ -419,14 +538,14 @@ D435_NOISE = DepthNoiseParams(
     max_disparity_px=126.0,  # D400 datasheet: Min-Z = focal_px * baseline / 126 (disparity shift 0)
     max_depth_mm=10_000.0,  # product specification: range up to about 10 m
     occlusion=True,  # observed: shadows left of near objects, ~f*B*(1/z_near - 1/z_far) px wide
-    occlusion_fill_px=0.0,  # observed: real shadows are not narrower than the geometric ones
+    occlusion_margin_px=3,  # calibrated: real shadows reach 1-3 px further left than the geometric ones
     left_band_extra_px=11.0,  # calibrated: real left band 23 px at z = 1.7 m where f*B/z = 11.6 px
-    left_band_jitter_px=2.0,  # calibrated: row-to-row spread of the real band's edge, 1.9 px
-    edge_width_px=2,  # calibrated with edge_dropout_rate: invalid rate within 8 px of edges (18 %)
-    edge_dropout_rate=0.4,
-    blob_rate=0.0014,  # calibrated: 145 holes of median 2 px away from edges (283 holes in all)
+    left_band_jitter_px=1.5,  # calibrated: spread of the real band edge over rows, 1.7 px RMS
+    edge_width_px=1,  # calibrated with edge_dropout_rate: real shadows have fairly clean borders
+    edge_dropout_rate=0.1,
+    blob_rate=0.0022,  # calibrated: ~145 holes of median 2 px away from edges (283 holes in all)
     blob_size_px=1.2,
-    dropout_rate=1e-4,  # calibrated: share of single-pixel holes (36 %)
+    dropout_rate=2e-4,  # calibrated: share of single-pixel holes (36 %)
 )
 
 #: Intel RealSense D455: baseline 95 mm (datasheet), everything else as calibrated for the D435 (the

@@ -39,7 +39,11 @@ Contact model (documented because the true isocenter depends on it):
     4. *Limbs rest on the mattress*: for supine and prone patients each upper arm (sides or raised) and
        each leg is rotated about the body's x axis (a batch of candidate angles, one anny forward pass)
        until its lowest point reaches the contact surface; limbs sink half as deep as the trunk. Arms on
-       the chest rest on the body. In lateral decubitus the limbs are left as posed.
+       the chest rest on the body. Feet are plantar-flexed (15 degrees supine; 60 degrees prone, so the
+       backs of the feet lie on the mattress). In lateral decubitus the limbs are left as posed (the
+       down-side limbs are flattened by step 3).
+    5b. *Prone face*: a prone patient's face lies in the opening of a prone head cushion, so head
+       vertices are not flattened (the face reaches below the mattress top, hidden as in a real cut-out).
     5. The head rest is a cushion whose top meets the lowest point of the head (see ``positioning.sim.room``).
 """
 
@@ -258,6 +262,7 @@ def _limb_angles(
         ext = (a * arm_dir, a * arm_dir) if params.arms is not ArmPose.CHEST else (0.0, 0.0)
         rot = arm_rotations(params.arms, jitter_deg=jitter, extension_deg=ext)
         rot |= leg_rotations(params.leg_spread_deg, extension_deg=(a * posterior, a * posterior))
+        rot |= foot_rotations(params.position)
         rotations.append(rot)
     verts, _, _, _ = model.forward(phenotype, rotations)
     low_z = (verts @ rot_sb.T)[..., 2] + z_shift  # (N, V)
@@ -283,14 +288,24 @@ def _limb_angles(
 
 
 def _rotations(
-    params: PlacementParams, arms_ext: tuple[float, float], legs_ext: tuple[float, float]
+    params: PlacementParams,
+    arms_ext: tuple[float, float],
+    legs_ext: tuple[float, float],
 ) -> dict[str, np.ndarray]:
     jitter = np.asarray(params.arm_jitter_deg, float)
     rot = arm_rotations(params.arms, jitter_deg=jitter, extension_deg=arms_ext)
     rot |= leg_rotations(params.leg_spread_deg, extension_deg=legs_ext)
+    rot |= foot_rotations(params.position)
     if params.head_tilt_deg:
-        rot["head"] = rotation_deg("x", -params.head_tilt_deg)
+        rot["head"] = rotation_deg("x", params.head_tilt_deg)  # flexion (+): chin toward the chest
     return rot
+
+
+def foot_rotations(position: PatientPosition) -> dict[str, np.ndarray]:
+    """Plantar flexion of both feet (about x; + points the toes inferiorly): lying feet relax, and a
+    prone patient's feet lie with their backs on the mattress instead of standing on the toes."""
+    angle = 60.0 if position.lying == "prone" else 15.0
+    return {"foot.L": rotation_deg("x", angle), "foot.R": rotation_deg("x", angle)}
 
 
 def place_body(
@@ -342,6 +357,8 @@ def place_body(
         "left_upper_arm", "right_upper_arm", "left_forearm", "right_forearm", "left_leg", "right_leg"
     )
     floor = np.where(limbs, contact_z + 0.5 * sink, contact_z)
+    if params.position.lying == "prone":  # step 5b: the face lies in the cushion's opening
+        floor = np.where(model.part_mask("head"), -np.inf, floor)
     verts[:, 2] = np.maximum(verts[:, 2], floor)
 
     return PlacedBody(

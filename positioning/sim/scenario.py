@@ -169,6 +169,7 @@ def sample_session(scenario: Scenario | str, seed: int = 0) -> SessionSpec:
         cam = dict(d.get("camera", {}))
         noise_name = str(cam.pop("noise", cam.get("model", "D435")))
         rig = CameraRig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cam.items()})
+        rig.intrinsics  # noqa: B018 - checks the camera model and resolution here, not at the first frame
         noise = {"D435": D435_NOISE, "D455": D455_NOISE}[noise_name]
         p = d.get("patient")
         phenotype = placement = None
@@ -177,9 +178,13 @@ def sample_session(scenario: Scenario | str, seed: int = 0) -> SessionSpec:
             phenotype = Phenotype(**p.get("phenotype", {}))
             jitter = rng.normal(0.0, float(p.get("limb_jitter_deg", 3.0)), size=(2, 3))
             spread = rng.uniform(3.0, 9.0, size=2)
+            position = PatientPosition(p.get("position", "HFS"))
+            arms = ArmPose(p.get("arms", "sides"))
+            if arms is ArmPose.CHEST and position.lying != "supine":
+                arms = ArmPose.RAISED  # hands on the chest is a supine habit; prone hands would be under it
             placement = PlacementParams(
-                position=PatientPosition(p.get("position", "HFS")),
-                arms=ArmPose(p.get("arms", "sides")),
+                position=position,
+                arms=arms,
                 lateral_offset_mm=float(p.get("lateral_offset_mm", 0.0)),
                 head_y_mm=float(p.get("head_y_mm", room.table_head_y_mm - 80.0)),
                 yaw_deg=float(p.get("yaw_deg", 0.0)),

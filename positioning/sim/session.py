@@ -66,7 +66,7 @@ class FrameTruth:
     Attributes:
         frame_number: the recording's frame number.
         timestamp_ms: the frame's timestamp.
-        keypoints_mm: COCO-17 (plus anny's toes and heels) name -> ``(3,)``.
+        keypoints_mm: COCO-17 name -> ``(3,)``.
         joints_mm: skeleton joint name -> ``(3,)``.
         landmarks_mm: anatomical landmark name -> ``(3,)`` (see :mod:`positioning.sim.anatomy`).
         cross_sections: body cross-sections along y every 5 mm.

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up the project on a fresh Debian machine with Python 3.11: system library, virtual environment,
+# Python dependencies, and the BlazePose model bundle (built from PyPI's mediapipe==0.10.21 wheel).
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# pyrealsense2 and open3d need libusb-1.0 at import time.
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  echo "setup: installing libusb-1.0-0" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
+fi
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+  || { echo "setup: Python 3.11 is required (found $("$PY" --version 2>&1))" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PY" -m venv .venv
+fi
+# torch==2.13.0 is pinned in pyproject.toml: the CPU build (no multi-GB CUDA download where a local wheel
+# of it is configured for pip).
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# The BlazePose bundle for MediaPipe's PoseLandmarker (not committed; built once, cached).
+.venv/bin/python -m positioning.perception.landmarks.model_build --out models/pose_landmarker_full.task
+echo "setup: done (.venv/bin/positioning is the command)" >&2

@@ -1,0 +1,165 @@
+"""Tests of positioning.perception.table: the table top plane and footprint.
+
+Synthetic pins use a table off the scanner axis (centred at x = +40 mm) so that a sign slip in x fails;
+simulated frames are checked against the room geometry of their ``SessionSpec`` (evaluation truth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from positioning.camera.realsense import RealSenseSource
+from positioning.errors import NoPatientError, PerceptionError
+from positioning.perception.pointcloud import ScannerCloud, scanner_points
+from positioning.perception.segmentation import segment_frame
+from positioning.perception.status import NoTableError, PerceptionStatus
+from positioning.perception.table import TableEstimate, TableSettings, find_table, fit_plane_lsq
+from positioning.sim.rig import CameraRig
+
+CELL_MM = 10.0
+
+
+def _raster_cloud(surfaces: list[tuple[float, float, float, float, object]]) -> ScannerCloud:
+    """A plan-view raster 'image' (v along x, u along y, 10 mm cells, samples at cell centres): each cell
+    takes the z of the first surface ``(x0, x1, y0, y1, z or z(x, y))`` covering it, as a camera straight
+    above would see it."""
+    xs = np.arange(-1200.0, 1200.0, CELL_MM) + CELL_MM / 2
+    ys = np.arange(-3000.0, 0.0, CELL_MM) + CELL_MM / 2
+    X, Y = np.meshgrid(xs, ys, indexing="ij")
+    Z = np.full(X.shape, np.nan)
+    for x0, x1, y0, y1, z in reversed(surfaces):
+        inside = (X > x0) & (X < x1) & (Y > y0) & (Y < y1)
+        Z[inside] = (z(X, Y) if callable(z) else z)[inside] if callable(z) else z
+    v, u = np.nonzero(np.isfinite(Z))
+    pts = np.stack([X[v, u], Y[v, u], Z[v, u]], axis=1)
+    return ScannerCloud(points_mm=pts, pixels_vu=np.stack([v, u], 1).astype(np.int32), image_shape=X.shape)
+
+
+FLOOR = (-1200.0, 1200.0, -3000.0, 0.0, -1000.0)
+# mattress top 460 wide centred at x = +40, y from -2400 to -600, at z = -150
+TABLE = (-190.0, 270.0, -2400.0, -600.0, -150.0)
+
+
+def test_synthetic_table_pins():
+    t = find_table(_raster_cloud([TABLE, FLOOR]))
+    assert isinstance(t, TableEstimate)
+    assert t.top_z_mm == pytest.approx(-150.0, abs=1e-6)
+    np.testing.assert_allclose(t.normal, [0.0, 0.0, 1.0], atol=1e-9)
+    assert t.offset_mm == pytest.approx(150.0, abs=1e-6)
+    # outermost samples at cell centres 5 mm inside the edges; half a sample spacing restores the edge
+    assert t.x_min_mm == pytest.approx(-190.0, abs=0.5)
+    assert t.x_max_mm == pytest.approx(270.0, abs=0.5)
+    assert t.centre_x_mm == pytest.approx(40.0, abs=0.5) and t.width_mm == pytest.approx(460.0, abs=1.0)
+    assert -2400.0 <= t.y_min_mm < -2380.0 and -620.0 < t.y_max_mm <= -600.0
+    assert t.y_min_seen and t.y_max_seen
+    assert t.rms_mm == pytest.approx(0.0, abs=1e-6) and t.tilt_deg == pytest.approx(0.0, abs=1e-6)
+    assert t.area_mm2 == pytest.approx(460 * 1800, rel=0.05)
+    assert t.inliers == len(t.pixels_vu) and not t.pixels_vu.flags.writeable
+    p = np.array([[40.0, -1000.0, -100.0], [0.0, 0.0, -150.0]])
+    np.testing.assert_allclose(t.height_above_mm(p), [50.0, 0.0], atol=1e-6)
+    assert float(t.z_at(40.0, -1000.0)) == pytest.approx(-150.0, abs=1e-6)
+
+
+def test_synthetic_tilted_table_and_a_patient_on_it():
+    slope = np.tan(np.radians(2.0))  # 2 deg about x: z rises toward +y
+
+    def top(x, y):
+        return -150.0 + slope * (y + 1500.0)
+
+    def patient(x, y):  # a 300 mm wide, 1400 mm long body up to 200 mm high
+        return top(x, y) + 200.0 * np.sqrt(np.clip(1 - ((x - 40.0) / 150.0) ** 2, 0, 1))
+
+    t = find_table(_raster_cloud([(-110.0, 190.0, -2200.0, -800.0, patient), (*TABLE[:4], top), FLOOR]))
+    assert t.tilt_deg == pytest.approx(2.0, abs=0.05)
+    assert t.normal[1] < 0 < t.normal[2]  # a plane rising toward +y leans its normal toward -y
+    assert t.top_z_mm == pytest.approx(float(top(0.0, 0.5 * (t.y_min_mm + t.y_max_mm))), abs=0.5)
+    assert t.x_min_mm == pytest.approx(-190.0, abs=1.0) and t.x_max_mm == pytest.approx(270.0, abs=1.0)
+
+
+@pytest.mark.parametrize(
+    ("surfaces", "match"),
+    [
+        ([FLOOR], "points at table height"),  # floor only
+        ([(-1200.0, 1200.0, -3000.0, 0.0, -50.0)], "width"),  # a wall facing the camera / a big floor
+        ([(-190.0, 270.0, -1000.0, -800.0, -150.0), FLOOR], "visible length|area"),  # a small box
+        ([(-190.0, 270.0, -2400.0, -600.0, -150.0), (-1200, 1200, -3000, 0, -250.0)], "drop"),  # no drop
+        ([(-190.0, 270.0, -2400.0, -600.0, 400.0), FLOOR], "points at table height"),  # too high
+    ],
+)
+def test_no_table(surfaces, match):
+    with pytest.raises(NoTableError, match=match) as e:
+        find_table(_raster_cloud(surfaces))
+    assert isinstance(e.value, NoPatientError) and isinstance(e.value, PerceptionError)
+    assert e.value.code == "NO_TABLE" and e.value.status is PerceptionStatus.NO_TABLE
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"z_band_mm": (100.0, -450.0)}, "z_band_mm"),
+        ({"max_tilt_deg": 0.0}, "max_tilt_deg"),
+        ({"width_range_mm": (900.0, 300.0)}, "width_range_mm"),
+    ],
+)
+def test_settings_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TableSettings(**kwargs)
+
+
+def test_find_table_needs_a_scanner_cloud():
+    with pytest.raises(TypeError, match="ScannerCloud"):
+        find_table(np.zeros((100, 3)))
+
+
+def test_fit_plane_lsq_pins():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-500, 500, (200, 2))
+    z = 0.1 * xy[:, 0] - 0.05 * xy[:, 1] + 7.0
+    n, d = fit_plane_lsq(np.c_[xy, z])
+    expected = np.array([-0.1, 0.05, 1.0]) / np.linalg.norm([-0.1, 0.05, 1.0])
+    np.testing.assert_allclose(n, expected, atol=1e-12)
+    assert d == pytest.approx(-7.0 * expected[2], abs=1e-9)
+    with pytest.raises(ValueError, match=r"N >= 3"):
+        fit_plane_lsq(np.zeros((2, 3)))
+
+
+# ------------------------------------------------------------------------------------- simulated frames
+
+
+@pytest.mark.parametrize(
+    "scenario", ["hfs-arms-up", "second-person", "empty-table", "off-centre", "tilted-d455"]
+)
+def test_table_on_simulated_frames(sim_frame, scenario):
+    f = sim_frame(scenario)
+    room = f.spec.room
+    t = find_table(scanner_points(f.frame, f.calibration, stride=2))
+    assert t.top_z_mm == pytest.approx(room.mattress_top_z_mm, abs=4.0)
+    half = room.mattress_width_mm / 2
+    assert t.x_min_mm == pytest.approx(room.table_lateral_mm - half, abs=15.0)
+    assert t.x_max_mm == pytest.approx(room.table_lateral_mm + half, abs=15.0)
+    assert t.tilt_deg < 1.5
+    assert t.y_min_mm == pytest.approx(room.table_foot_y_mm, abs=40.0) and t.y_min_seen
+    assert t.y_max_mm > room.table_head_y_mm - 300.0
+    assert 5.0 < t.rms_mm < 30.0  # the depth noise at the table, what segmentation scales with
+
+
+def test_real_d435_office_recording_has_no_table(real_d435_bag):
+    with RealSenseSource.from_file(real_d435_bag) as source:
+        frame = source.read()
+    calibration = CameraRig().calibration()  # the simulated room's ceiling mount: the wall is 'below' it
+    with pytest.raises(NoTableError, match="No scanner table in view"):
+        find_table(scanner_points(frame, calibration, stride=2))
+    with pytest.raises(NoPatientError) as e:
+        segment_frame(frame, calibration)
+    assert e.value.code == PerceptionStatus.NO_TABLE.code
+
+
+def test_table_settings_are_used(sim_frame):
+    f = sim_frame("hfs-arms-up")
+    cloud = scanner_points(f.frame, f.calibration, stride=2)
+    narrow = dataclasses.replace(TableSettings(), width_range_mm=(300.0, 400.0))
+    with pytest.raises(NoTableError, match="width"):
+        find_table(cloud, narrow)
