@@ -217,6 +217,12 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_perception(args: argparse.Namespace) -> int:
+    from positioning.evaluation.bench_perception import main as bench_main
+
+    return bench_main(args.rest)
+
+
 # -- parser ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -265,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     bsim.add_argument("--seed", type=int, default=0)
     bsim.add_argument("--json", action="store_true")
     bsim.set_defaults(func=_cmd_bench_sim)
+    bper = bench.add_parser(
+        "perception", help="perception accuracy and latency on simulated patients", add_help=False
+    )
+    bper.add_argument("rest", nargs=argparse.REMAINDER)
+    bper.set_defaults(func=_cmd_bench_perception)
     return p
 
 

@@ -73,9 +73,9 @@ class PatientState:
     def landmark(self, name: str, min_confidence: float = 0.0) -> np.ndarray | None:
         """A landmark's position, or None when missing or below ``min_confidence``."""
         p = self.landmarks_mm.get(name)
-        if p is None or self.landmark_confidence.get(name, 0.0) <= min_confidence or not np.all(np.isfinite(p)):
+        if p is None or not np.all(np.isfinite(p)):
             return None
-        return p
+        return p if self.landmark_confidence.get(name, 0.0) > min_confidence else None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (no arrays beyond landmarks)."""

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from positioning.native_log import quiet_native_stderr, quiet_native_stderr_at_exit
+
 __all__ = [
     "ArmPose",
     "Phenotype",
@@ -171,8 +173,14 @@ class BodyModel:
     """
 
     def __init__(self, *, dtype: str = "float32") -> None:
-        import anny  # heavy import: only when a body is actually needed
-        import torch
+        with quiet_native_stderr():  # anny's skinning backend (warp) prints a "no CUDA" notice
+            import warp
+
+            warp.config.log_level = warp.LOG_WARNING  # no start-up banner on stdout
+            warp.init()  # now, so that its exit handlers are registered before ours
+            import anny  # heavy import: only when a body is actually needed
+            import torch
+        quiet_native_stderr_at_exit()
 
         self._torch = torch
         self._lock = threading.Lock()
@@ -225,7 +233,7 @@ class BodyModel:
                     m[i, :3, :3] = r[b]
             pose[b] = torch.as_tensor(m, dtype=dtype)
         pheno = {k: torch.full((n,), v, dtype=dtype) for k, v in phenotype.as_kwargs().items()}
-        with self._lock, torch.no_grad():
+        with self._lock, torch.no_grad(), quiet_native_stderr():
             out = self.model(pose_parameters=pose or None, phenotype_kwargs=pheno)
             kp = self.keypoint_regressor(out)[:, self._coco_index]
             anthro = self.anthropometry(out["rest_vertices"][:1])

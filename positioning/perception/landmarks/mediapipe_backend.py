@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from positioning.native_log import quiet_native_stderr
 from positioning.perception.landmarks.base import (
     COCO_LANDMARKS,
     LandmarkModelError,
@@ -227,7 +228,8 @@ class MediaPipePoseBackend:
             min_pose_presence_confidence=float(min_presence_confidence),
         )
         try:
-            self._landmarker: Any = vision.PoseLandmarker.create_from_options(options)
+            with quiet_native_stderr():  # LiteRT logs a dozen INFO/WARNING lines per model load
+                self._landmarker: Any = vision.PoseLandmarker.create_from_options(options)
         except Exception as e:  # mediapipe raises RuntimeError/ValueError carrying the C++ status text
             raise LandmarkModelError(
                 f"MediaPipe cannot load {self.model_path} as a PoseLandmarker model: {e}. Rebuild it with "
@@ -239,7 +241,8 @@ class MediaPipePoseBackend:
 
     def close(self) -> None:
         """Release the MediaPipe graph (idempotent)."""
-        self._finalizer()
+        with quiet_native_stderr():
+            self._finalizer()
 
     def __enter__(self) -> MediaPipePoseBackend:
         return self
@@ -318,7 +321,8 @@ class MediaPipePoseBackend:
         with self._lock:
             if not self._finalizer.alive:
                 raise RuntimeError("MediaPipePoseBackend is closed")
-            result = self._landmarker.detect(Image(image_format=ImageFormat.SRGB, data=rotated))
+            with quiet_native_stderr():
+                result = self._landmarker.detect(Image(image_format=ImageFormat.SRGB, data=rotated))
         if not result.pose_landmarks:
             return None
         pose = result.pose_landmarks[0]

@@ -1,0 +1,123 @@
+"""The wired perception pipeline on simulated frames and the real D435 recording (no mocks)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from positioning.camera.realsense import RealSenseSource
+from positioning.frames import Calibration
+from positioning.perception.orientation import ArmState, PatientPosition
+from positioning.perception.pipeline import (
+    LandmarkCorrection,
+    Perceiver,
+    PerceiverSettings,
+    apply_landmark_correction,
+    body_axes,
+    load_landmark_correction,
+    lying_of,
+)
+from positioning.perception.status import PerceptionStatus
+from positioning.sim.scenario import sample_session
+from positioning.sim.session import SimulatedSession
+
+
+@pytest.fixture(scope="module")
+def perceiver():
+    with Perceiver(settings=PerceiverSettings(track=False)) as p:
+        yield p
+
+
+@pytest.mark.parametrize(
+    ("scenario", "seed"),
+    [("hfs-arms-up", 0), ("ffs-arms-up", 1), ("hfp-arms-up", 2), ("hfs-arms-down", 3)],
+)
+def test_supine_and_prone_orientation_arms_and_landmarks(perceiver, sim_frame, scenario, seed):
+    s = sim_frame(scenario, seed)
+    state = perceiver.perceive(s.frame, s.calibration)
+    assert state.status is PerceptionStatus.OK
+    assert state.has_patient
+    assert str(state.patient_position) == str(s.spec.placement.position)
+    assert str(state.arms) == str(s.spec.placement.arms)
+    # the table top is found where it is
+    assert abs(state.table.top_z_mm - s.spec.room.mattress_top_z_mm) < 8.0
+    # shoulders and hips near the true joints (a generous single-frame bound; the benchmark has figures)
+    for name in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"):
+        p = state.landmark(name)
+        assert p is not None, name
+        assert np.linalg.norm(p - s.truth.keypoints_mm[name]) < 60.0, name
+    # patient's left on the correct side: HFS/FFP -> +x, HFP/FFS -> -x (DICOM position table)
+    code = str(state.patient_position)
+    left_sign = 1.0 if code in ("HFS", "FFP") else -1.0
+    lx = state.landmark("left_hip")[0] - state.landmark("right_hip")[0]
+    assert np.sign(lx) == left_sign
+    assert set(state.timings_ms) >= {"segmentation", "profile", "landmarks_2d", "landmarks_3d", "total"}
+
+
+def test_empty_table_and_second_person(perceiver, sim_frame):
+    empty = sim_frame("empty-table", 0)
+    st = perceiver.perceive(empty.frame, empty.calibration)
+    assert st.status is PerceptionStatus.EMPTY_TABLE
+    assert not st.has_patient and st.patient_position is None
+    two = sim_frame("second-person", 1)
+    st2 = perceiver.perceive(two.frame, two.calibration)
+    assert st2.status is PerceptionStatus.SECOND_PERSON
+    assert st2.has_patient  # the patient is still measured, with a warning
+    json.dumps(st2.summary())
+
+
+def test_real_d435_recording_reports_no_table(perceiver, real_d435_bag):
+    with RealSenseSource.from_file(real_d435_bag) as src:
+        frame = src.read()
+    # a ceiling-camera calibration (looking straight down from 1.7 m): an office wall is still no table
+    m = np.diag([1.0, -1.0, -1.0, 1.0])
+    m[:3, 3] = [0.0, -1300.0, 1700.0]
+    cal = Calibration(scanner_from_camera=m)
+    state = perceiver.perceive(frame, cal)
+    assert state.status is PerceptionStatus.NO_TABLE
+    assert state.patient_position is None and "table" in state.message.lower()
+
+
+def test_tracking_flags_a_patient_who_moves():
+    spec = sample_session("patient-moved", 0)  # shifts 25 mm sideways at frame 10
+    session = SimulatedSession(spec)
+    cal = spec.rig.calibration()
+    moving = []
+    with Perceiver(settings=PerceiverSettings(track=True)) as p:
+        for i in range(6, 16):
+            frame, _ = session.frame(i)
+            moving.append(p.perceive(frame, cal).moving)
+    assert not any(moving[:4])  # still before the shift
+    assert any(moving[4:])  # flagged once the patient has shifted
+
+
+def test_correction_is_applied_in_body_axes():
+    from positioning.perception.lifting import Landmarks3D
+
+    lm = Landmarks3D(
+        names=("left_hip",), points_mm=np.array([[10.0, -1000.0, -50.0]]), surface_mm=np.full((1, 3), np.nan),
+        confidence=np.ones(1), uv_px=np.zeros((1, 2)), backend="test",
+    )  # fmt: skip
+    corr = LandmarkCorrection({"supine:raised": {"left_hip": np.array([-40.0, 0.0, 5.0])}})
+    # HFS: superior = +y, left = +x -> shift (x +5, y -40)
+    out = apply_landmark_correction(lm, PatientPosition.HFS, ArmState.RAISED, corr)
+    np.testing.assert_allclose(out.points_mm[0], [15.0, -1040.0, -50.0])
+    # FFS: superior = -y, left = -x
+    out = apply_landmark_correction(lm, PatientPosition.FFS, ArmState.RAISED, corr)
+    np.testing.assert_allclose(out.points_mm[0], [5.0, -960.0, -50.0])
+    # no group for prone: unchanged
+    out = apply_landmark_correction(lm, PatientPosition.HFP, ArmState.RAISED, corr)
+    np.testing.assert_allclose(out.points_mm[0], lm.points_mm[0])
+    assert lying_of("HFDL") == "decubitus" and lying_of(PatientPosition.FFP) == "prone"
+    np.testing.assert_allclose(np.abs(np.linalg.det(body_axes(PatientPosition.HFDR))), 1.0)
+
+
+def test_correction_file_errors(tmp_path):
+    with pytest.raises(Exception, match="not found"):
+        load_landmark_correction(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"shifts_mm": {"*": {"nose": [1, 2]}}}')
+    with pytest.raises(Exception, match="malformed"):
+        load_landmark_correction(bad)
