@@ -193,6 +193,81 @@ def _print_truth(recording: Path) -> None:
         print(f"truth       {line}")
 
 
+def _load_calibration(recording: Path, calibration: str | None):  # -> Calibration
+    from positioning.errors import CalibrationError
+    from positioning.frames import Calibration
+    from positioning.sim.session import calibration_path_for
+
+    path = Path(calibration) if calibration else calibration_path_for(recording)
+    if not path.is_file():
+        raise CalibrationError(
+            f"no calibration: {path} does not exist (pass --calibration FILE; a recording made by the "
+            "simulator has NAME.calibration.yaml beside it)"
+        )
+    return Calibration.load(path)
+
+
+def perceive_recording(
+    recording: Path, calibration, *, max_frames: int | None = None
+):  # -> list[PatientState]
+    """Run perception with tracking over every frame of a recording (the live-camera code path)."""
+    from positioning.camera.realsense import RealSenseSource
+    from positioning.perception.pipeline import Perceiver
+
+    states = []
+    frame = None
+    with RealSenseSource.from_file(recording) as src, Perceiver() as perceiver:
+        for frame in src.frames(max_frames):
+            states.append(perceiver.perceive(frame, calibration))
+    if not states:
+        raise PositioningError(f"{recording} contains no frames")
+    return states, frame
+
+
+def _cmd_perceive(args: argparse.Namespace) -> int:
+    from positioning.perception.overlay import draw_perception
+    from positioning.sim.preview import save_png
+
+    recording = Path(args.recording)
+    calibration = _load_calibration(recording, args.calibration)
+    states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
+    state = states[-1]
+    timings: dict[str, list[float]] = {}
+    for s in states:
+        for k, v in s.timings_ms.items():
+            timings.setdefault(k, []).append(v)
+    latency = {k: [float(np.median(v)), float(np.percentile(v, 95))] for k, v in timings.items()}
+    doc = state.summary() | {"frames": len(states), "latency_ms": latency}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"frames      {len(states)} from {recording}")
+        print(f"status      {state.status.value}: {state.message}")
+        if state.table is not None:
+            t = state.table
+            print(f"table       top z {t.top_z_mm:+.1f} mm, x {t.x_min_mm:+.0f}..{t.x_max_mm:+.0f} mm")
+        if state.has_patient:
+            print(
+                f"position    {state.patient_position} (confidence {state.position_confidence:.2f}), "
+                f"arms {state.arms} ({state.arms_confidence:.2f}), "
+                f"{'MOVING' if state.moving else 'still'} (motion {state.motion_mm:.1f} mm)"
+            )
+            for name, p in doc["landmarks"].items():
+                print(
+                    f"  {name:<16} x {p[0]:+7.1f}  y {p[1]:+8.1f}  z {p[2]:+7.1f} mm  "
+                    f"(confidence {state.landmark_confidence[name]:.2f})"
+                )
+        print(
+            "latency     "
+            + ", ".join(f"{k} {m:.0f}/{p:.0f}" for k, (m, p) in latency.items())
+            + " ms (median/p95)"
+        )
+    if args.overlay and last_frame is not None and last_frame.color_rgb is not None:
+        path = save_png(args.overlay, draw_perception(last_frame.color_rgb, state))
+        print(f"overlay     {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0 if state.has_patient else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     rec = out_dir / f"{args.scenario}.db3"
@@ -206,7 +281,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _print_info(_describe_recording(rec))
     _print_truth(rec)
     _write_preview(rec, out_dir / f"{args.scenario}.png")
-    return 0
+    print()
+    print("perception on the recording (tracked over all frames):")
+    return _cmd_perceive(
+        argparse.Namespace(
+            recording=str(rec),
+            calibration=None,
+            frames=None,
+            json=False,
+            overlay=str(out_dir / f"{args.scenario}.perception.png"),
+        )
+    )
 
 
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
@@ -244,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.add_argument("--preview", metavar="PNG", help="write a colour | depth picture of the first frame")
     info.set_defaults(func=_cmd_info)
+
+    per = sub.add_parser("perceive", help="run perception on a recording: table, patient, landmarks, pose")
+    per.add_argument("recording")
+    per.add_argument("--calibration", metavar="FILE", help="default: RECORDING.calibration.yaml beside it")
+    per.add_argument("--frames", type=int, default=None, help="read at most N frames")
+    per.add_argument("--json", action="store_true")
+    per.add_argument("--overlay", metavar="PNG", help="write the last frame annotated")
+    per.set_defaults(func=_cmd_perceive)
 
     sim = sub.add_parser("sim", help="the simulator").add_subparsers(dest="sim_command", required=True)
     sim.add_parser("list", help="list the scenarios").set_defaults(func=_cmd_sim_list)

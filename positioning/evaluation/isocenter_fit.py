@@ -224,7 +224,7 @@ def load_sample(scenario: str, seed: int, index: int = 0, *, directory: Path | N
                 return _from_npz(d)
     data = _simulate(scenario, seed, index)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, **data)
     tmp.replace(path)
     with np.load(path, allow_pickle=False) as d:

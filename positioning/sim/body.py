@@ -41,6 +41,7 @@ __all__ = [
     "PART_NAMES",
     "arm_rotations",
     "leg_rotations",
+    "body_rotations",
     "rotation_deg",
 ]
 
@@ -346,8 +347,34 @@ def pose_body(
         The posed body.
     """
     model = model or body_model()
+    rot = body_rotations(
+        arms,
+        arm_jitter_deg=arm_jitter_deg,
+        arm_extension_deg=arm_extension_deg,
+        leg_spread_deg=leg_spread_deg,
+        head_tilt_deg=head_tilt_deg,
+    )
+    return model.posed_body(phenotype, rot)
+
+
+def body_rotations(
+    arms: ArmPose,
+    *,
+    arm_jitter_deg: np.ndarray | None = None,
+    arm_extension_deg: tuple[float, float] = (0.0, 0.0),
+    leg_spread_deg: tuple[float, float] = (6.0, 6.0),
+    leg_extension_deg: tuple[float, float] = (0.0, 0.0),
+    head_tilt_deg: float = 0.0,
+    foot_flexion_deg: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """All local-ref bone rotations of a lying pose (arms, legs, head, feet); see :func:`pose_body`.
+
+    ``foot_flexion_deg`` is plantar flexion of both feet about x (+ points the toes inferiorly).
+    """
     rot = arm_rotations(arms, jitter_deg=arm_jitter_deg, extension_deg=arm_extension_deg)
-    rot |= leg_rotations(leg_spread_deg)
+    rot |= leg_rotations(leg_spread_deg, extension_deg=leg_extension_deg)
     if head_tilt_deg:
         rot["head"] = rotation_deg("x", head_tilt_deg)  # +x turns superior toward anterior (-y): flexion
-    return model.posed_body(phenotype, rot)
+    if foot_flexion_deg:
+        rot["foot.L"] = rot["foot.R"] = rotation_deg("x", foot_flexion_deg)
+    return rot

@@ -59,9 +59,8 @@ from positioning.sim.body import (
     BodyModel,
     Phenotype,
     PosedBody,
-    arm_rotations,
     body_model,
-    leg_rotations,
+    body_rotations,
     rotation_deg,
 )
 
@@ -256,14 +255,10 @@ def _limb_angles(
     posterior = 1.0 if params.position.lying == "supine" else -1.0
     arm_dir = -posterior if params.arms is ArmPose.RAISED else posterior
     steps = np.arange(-10.0, 41.0, 2.5)
-    jitter = np.asarray(params.arm_jitter_deg, dtype=float)
     rotations = []
     for a in steps:
         ext = (a * arm_dir, a * arm_dir) if params.arms is not ArmPose.CHEST else (0.0, 0.0)
-        rot = arm_rotations(params.arms, jitter_deg=jitter, extension_deg=ext)
-        rot |= leg_rotations(params.leg_spread_deg, extension_deg=(a * posterior, a * posterior))
-        rot |= foot_rotations(params.position)
-        rotations.append(rot)
+        rotations.append(_rotations(params, ext, (a * posterior, a * posterior)))
     verts, _, _, _ = model.forward(phenotype, rotations)
     low_z = (verts @ rot_sb.T)[..., 2] + z_shift  # (N, V)
 
@@ -292,20 +287,16 @@ def _rotations(
     arms_ext: tuple[float, float],
     legs_ext: tuple[float, float],
 ) -> dict[str, np.ndarray]:
-    jitter = np.asarray(params.arm_jitter_deg, float)
-    rot = arm_rotations(params.arms, jitter_deg=jitter, extension_deg=arms_ext)
-    rot |= leg_rotations(params.leg_spread_deg, extension_deg=legs_ext)
-    rot |= foot_rotations(params.position)
-    if params.head_tilt_deg:
-        rot["head"] = rotation_deg("x", params.head_tilt_deg)  # flexion (+): chin toward the chest
-    return rot
-
-
-def foot_rotations(position: PatientPosition) -> dict[str, np.ndarray]:
-    """Plantar flexion of both feet (about x; + points the toes inferiorly): lying feet relax, and a
-    prone patient's feet lie with their backs on the mattress instead of standing on the toes."""
-    angle = 60.0 if position.lying == "prone" else 15.0
-    return {"foot.L": rotation_deg("x", angle), "foot.R": rotation_deg("x", angle)}
+    # Feet plantar-flexed: relaxed when lying; prone feet lie on their backs instead of on the toes.
+    return body_rotations(
+        params.arms,
+        arm_jitter_deg=np.asarray(params.arm_jitter_deg, float),
+        arm_extension_deg=arms_ext,
+        leg_spread_deg=params.leg_spread_deg,
+        leg_extension_deg=legs_ext,
+        head_tilt_deg=params.head_tilt_deg,
+        foot_flexion_deg=60.0 if params.position.lying == "prone" else 15.0,
+    )
 
 
 def place_body(
