@@ -268,6 +268,28 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
     return 0 if state.has_patient else 1
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from positioning.planning.overlay import draw_plan
+    from positioning.planning.plan import make_plan, plan_summary
+    from positioning.planning.protocol import load_protocol
+    from positioning.sim.preview import save_png
+
+    protocol = load_protocol(args.protocol)  # a bad protocol fails before the recording is read
+    recording = Path(args.recording)
+    calibration = _load_calibration(recording, args.calibration)
+    states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
+    plan = make_plan(states[-1], protocol, table_position_mm=args.table_position)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(plan_summary(plan))
+    if args.overlay and last_frame is not None and last_frame.color_rgb is not None:
+        img = draw_plan(last_frame.color_rgb, plan, calibration, last_frame.intrinsics)
+        path = save_png(args.overlay, img)
+        print(f"overlay: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0 if plan.has_patient else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     rec = out_dir / f"{args.scenario}.db3"
@@ -337,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     per.add_argument("--json", action="store_true")
     per.add_argument("--overlay", metavar="PNG", help="write the last frame annotated")
     per.set_defaults(func=_cmd_perceive)
+
+    plan = sub.add_parser("plan", help="plan a scan from a recording: isocenter, table offsets, scan range")
+    plan.add_argument("recording")
+    plan.add_argument("--protocol", required=True, help="protocol name (see protocols/) or a YAML file")
+    plan.add_argument("--calibration", metavar="FILE", help="default: RECORDING.calibration.yaml beside it")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON (the console contract)")
+    plan.add_argument("--overlay", metavar="PNG", help="write the colour image with the plan drawn on it")
+    plan.add_argument(
+        "--table-position",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="the console's longitudinal table position, for the range in table coordinates",
+    )
+    plan.add_argument("--frames", type=int, default=None, help="read at most N frames")
+    plan.set_defaults(func=_cmd_plan)
 
     sim = sub.add_parser("sim", help="the simulator").add_subparsers(dest="sim_command", required=True)
     sim.add_parser("list", help="list the scenarios").set_defaults(func=_cmd_sim_list)
