@@ -4,24 +4,33 @@ Method:
 
 1. The scanner-frame points in a plausible height band (which excludes the floor) are histogrammed by
    height; each of the strongest peaks proposes a slab of points.
-2. Open3D's RANSAC (``segment_plane``) fits a plane to the slab; it is kept only if roughly horizontal.
+2. A seeded RANSAC (MSAC) fits a roughly horizontal plane to the slab.
 3. Trimmed least squares from the RANSAC plane iterates to a fixed point (so the result hardly depends on
    RANSAC's random start); that plane fixes the table's plan-view region (the largest connected region
-   of inliers on a raster, plus pieces split off by a patient lying across the full width) and the noise
-   level; trimmed least squares within that region and about two noise sigmas iterates to a fixed point
-   again, so neither the patient lying on the table nor other surfaces at its height pull the plane.
-4. Lateral edges: per y-slice the outermost inliers; candidates are the positions many slices agree on
-   (the patient hides an edge, often over many slices, moving it inward; a limb over the edge moves it
-   outward). The edge is the outermost candidate where the top continues densely inward, nothing much
-   lower is seen just inward (else it is a limb beside the table) and what is seen outward lies far
-   below (the floor); it is moved out by half a sample spacing. Ends: the extreme inliers along y.
-5. The candidate must look like a table: tilt, width, length, area, and a drop to the floor beside its
-   edges (which a patch of body surface or a wall lacks). The first candidate that passes wins; none:
-   :class:`~positioning.perception.status.NoTableError` with every candidate's reason.
+   of inliers on a raster, plus pieces split off by a patient lying across the full width; a thin line
+   across the table at its height, the gantry's front face, is opened away first so that it neither
+   joins nor widens them) and the noise level; trimmed least squares within that region and about two
+   noise sigmas iterates to a fixed point again, so neither the patient lying on the table nor other
+   surfaces at its height pull the plane.
+4. Lateral edges: per y-slice the outermost inliers; candidates are the positions several slices agree
+   on (the patient hides an edge, often over many slices, moving it inward; a limb over the edge moves
+   it outward). The edge is the outermost candidate where the top continues inward (densely, or as a
+   strip between the edge and a patient lying close to it), nothing much lower is seen just inward
+   (else it is a limb beside the table) and what is seen outward lies far below (the floor); it is moved
+   out by half a sample spacing. An edge the patient lies over everywhere is not seen: it is reported
+   where the table top is last seen (a lower bound) and flagged. Ends: the extreme inliers along y.
+5. The candidate must look like a table: tilt, width, length, area, at least one lateral edge seen, no
+   lower surface seen through its footprint (the table top is opaque; a broad chest or belly seen from
+   above has the mattress beside it and between the legs below it), and a drop to the floor beside its
+   seen edges (which a patch of body surface or a wall lacks). The strongest candidate that passes
+   wins, unless another one passes under it over the same footprint (then that is the table, the
+   higher one a body surface); none: :class:`~positioning.perception.status.NoTableError` with every
+   candidate's reason.
 
 What is seen is the mattress top (and a head holder level with it), not the carbon table top under it.
-Open3D's RANSAC is multi-threaded and so not bit-reproducible; the fixed-point refinement makes repeated
-runs agree (in tests, identical or within 0.01 mm).
+The RANSAC is seeded and single-threaded, so a frame always gives the same table (Open3D's
+``segment_plane``, used before, is multi-threaded and returned different starting planes on the same
+cloud, from which the refinement reached different tables).
 
 Convention: scanner frame (IEC 61217: +x lateral, +y into the gantry, +z up, origin at the isocenter), mm.
 The plane is ``normal . p + offset_mm = 0`` with a unit ``normal`` pointing up (+z side), so
@@ -34,9 +43,8 @@ import dataclasses
 
 import cv2
 import numpy as np
-import open3d as o3d
 
-from positioning.perception.pointcloud import ScannerCloud, to_open3d
+from positioning.perception.pointcloud import ScannerCloud
 from positioning.perception.status import NoTableError, PerceptionStatus
 
 __all__ = ["TableSettings", "TableEstimate", "find_table", "fit_plane_lsq", "DEFAULT_TABLE_SETTINGS"]
@@ -60,6 +68,8 @@ class TableSettings:
         refine_sigmas: least-squares refinement keeps residuals within this many robust sigmas.
         refine_min_threshold_mm, refine_max_threshold_mm: bounds of that inlier threshold.
         grid_mm: plan-view raster cell for the footprint's connected region.
+        region_min_length_mm: raster cells of the region must lie in a run at least this long along y
+            (the table top runs along y; the gantry's front face crossing the table height does not).
         edge_slice_mm: slice length along y for the lateral edges.
         edge_min_slices, edge_min_support: an edge position needs this many slices, and this share of the
             best-supported position's slices, agreeing on it (within 7.5 mm).
@@ -69,6 +79,13 @@ class TableSettings:
         edge_island_band_mm, edge_island_depth_mm: an edge candidate with a surface more than
             ``edge_island_depth_mm`` below the plane in view within ``edge_island_band_mm`` inward of it (the
             table's side, the floor) is an island beside the table (a limb over the edge), not its edge.
+        edge_straight_min_slices: an edge candidate this many slices agree on, with the drop outward, is
+            an edge even where only a thin strip of table top is seen inward of it (a patient close by);
+            with nothing at all seen outward (the table's shadow), an edge needs this many slices.
+        cover_mm: a surface this far above the plane outward of an edge candidate covers it (the patient
+            lying over the edge): the edge is hidden there.
+        edge_hidden_min_slices: a hidden edge is the outermost covered candidate that, with those beyond
+            it, gathers at least this many slices (and half of the best-supported one's).
         end_rank: the ``end_rank``-th most extreme inlier along y is the end (robust to a few strays).
         width_range_mm: plausible table (mattress) widths.
         min_length_mm: shortest plausible visible table length.
@@ -77,9 +94,16 @@ class TableSettings:
         drop_mm: how far below the plane a point beside the edge must be to count as a drop.
         drop_slice_mm: slice length along y for the drop test.
         min_drop_fraction: a table top needs at least this share of its y-slices to have a drop beside
-            an edge (the floor; arms, legs, a person beside the table or the gantry cover the rest).
+            a seen edge (the floor; arms, legs, a person beside the table or the gantry cover the rest),
+            among the slices where the camera sees anything beside the seen edges.
+        see_through_inset_mm: (lateral, longitudinal) inset of the footprint for the see-through test.
+        see_through_depth_mm: (from, to) depth below the plane of a surface seen through the footprint.
+        max_see_through: largest share of the inset footprint's plan-view cells whose lowest point lies
+            that deep (the table top is opaque; a body surface has the mattress beside it).
+        stack_gap_mm: of two candidates that pass over the same footprint, one at least this much lower
+            is the table and the other a body surface on it.
         border_px: an end whose inliers come this close to the image border may be cut by the view.
-        seed: Open3D's (process-wide) random seed, set before each RANSAC call.
+        seed: seed of the RANSAC sampling (numpy; the result is bit-reproducible).
     """
 
     z_band_mm: tuple[float, float] = (-450.0, 100.0)
@@ -95,6 +119,7 @@ class TableSettings:
     refine_min_threshold_mm: float = 15.0
     refine_max_threshold_mm: float = 45.0
     grid_mm: float = 20.0
+    region_min_length_mm: float = 100.0
     edge_slice_mm: float = 20.0
     edge_min_slices: int = 5
     edge_min_support: float = 0.2
@@ -102,6 +127,13 @@ class TableSettings:
     edge_inner_coverage: float = 0.4
     edge_island_band_mm: float = 150.0
     edge_island_depth_mm: float = 50.0
+    cover_mm: float = 30.0
+    edge_hidden_min_slices: int = 10
+    edge_straight_min_slices: int = 10
+    see_through_inset_mm: tuple[float, float] = (30.0, 200.0)
+    see_through_depth_mm: tuple[float, float] = (80.0, 450.0)
+    max_see_through: float = 0.1
+    stack_gap_mm: float = 50.0
     end_rank: int = 10
     width_range_mm: tuple[float, float] = (300.0, 900.0)
     min_length_mm: float = 400.0
@@ -121,6 +153,10 @@ class TableSettings:
             raise ValueError(f"max_tilt_deg must be in (0, 90), got {self.max_tilt_deg}")
         if not self.width_range_mm[0] < self.width_range_mm[1]:
             raise ValueError(f"width_range_mm must be (min, max), got {self.width_range_mm}")
+        if not 0 <= self.see_through_depth_mm[0] < self.see_through_depth_mm[1]:
+            raise ValueError(
+                f"see_through_depth_mm must be (from, to), 0 <= from < to, got {self.see_through_depth_mm}"
+            )
 
 
 DEFAULT_TABLE_SETTINGS = TableSettings()
@@ -142,6 +178,9 @@ class TableEstimate:
         y_min_mm, y_max_mm: longitudinal extent seen (foot-side end, gantry-side end).
         y_min_seen, y_max_seen: False when that end touches the image border (the table goes on out of
             view). An end hidden behind the gantry is not detected and reads True.
+        x_min_seen, x_max_seen: False when that lateral edge is hidden under the patient (lying over it,
+            off-centre or broad); the edge is then where the table top is last seen, a lower bound of
+            the table's extent on that side (the true edge is at least that far out).
         inliers: number of plane inliers in the footprint region.
         rms_mm: RMS residual of those inliers about the plane (trimmed at about two sigma, so about 0.9
             times the depth noise sigma at the table).
@@ -158,6 +197,8 @@ class TableEstimate:
     y_max_mm: float
     y_min_seen: bool
     y_max_seen: bool
+    x_min_seen: bool = True
+    x_max_seen: bool = True
     inliers: int
     rms_mm: float
     area_mm2: float
@@ -210,6 +251,33 @@ def fit_plane_lsq(points_mm: np.ndarray) -> tuple[np.ndarray, float]:
     return n, float(-n @ c)
 
 
+def _ransac_plane(points_mm: np.ndarray, s: TableSettings) -> tuple[np.ndarray, float] | None:
+    """MSAC plane (truncated squared residuals) among ``s.ransac_iterations`` planes through random point
+    triples, only those within ``s.max_tilt_deg`` of horizontal; ``(normal, offset)`` with the normal
+    pointing up, or None when no triple gives such a plane.
+
+    Seeded with ``s.seed`` and single-threaded, so bit-reproducible (Open3D's multi-threaded
+    ``segment_plane`` is not: on one cloud it returned planes 0.5 deg and 4 deg off, and the refinement
+    below converged to two different tables from them)."""
+    rng = np.random.default_rng(s.seed)
+    p = np.asarray(points_mm, np.float64)
+    tri = p[rng.integers(0, len(p), size=(s.ransac_iterations, 3))]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(n, axis=1)
+    ok = norm > 1e-6
+    n[ok] /= norm[ok, None]
+    n[n[:, 2] < 0] *= -1.0
+    ok &= n[:, 2] >= np.cos(np.radians(s.max_tilt_deg))
+    if not np.any(ok):
+        return None
+    n = n[ok]
+    d = -np.einsum("ij,ij->i", n, tri[ok, 0])
+    thr = s.ransac_threshold_mm
+    cost = np.minimum(np.abs(p @ n.T + d), thr) ** 2
+    best = int(np.argmin(cost.sum(axis=0)))
+    return n[best], float(d[best])
+
+
 def _height_peaks(z_mm: np.ndarray, s: TableSettings) -> list[float]:
     """Heights of the strongest peaks of the smoothed height histogram, strongest first."""
     lo, hi = s.z_band_mm
@@ -233,10 +301,15 @@ def _height_peaks(z_mm: np.ndarray, s: TableSettings) -> list[float]:
     return out
 
 
-def _plan_regions(xy_mm: np.ndarray, grid_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Label points by 8-connected plan-view region (raster of ``grid_mm`` cells, 3x3 closing).
+def _plan_regions(
+    xy_mm: np.ndarray, grid_mm: float, min_length_mm: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label points by 8-connected plan-view region (raster of ``grid_mm`` cells, 3x3 closing, then an
+    opening along y that keeps only runs at least ``min_length_mm`` long: the table top, even a narrow
+    strip of it beside the patient, runs along y; a surface crossing the table height (the gantry's front
+    face, a person's legs) leaves a thin line across it, which would join regions and widen them).
 
-    Returns ``(labels (N,) int, areas_mm2 (n_labels,))``, label 0 unused.
+    Returns ``(labels (N,) int, areas_mm2 (n_labels,))``, label 0 unused (points of removed cells).
     """
     cell = np.floor(xy_mm / grid_mm).astype(np.int64)
     cell -= cell.min(axis=0)
@@ -244,6 +317,11 @@ def _plan_regions(xy_mm: np.ndarray, grid_mm: float) -> tuple[np.ndarray, np.nda
     occ = np.zeros(shape, np.uint8)
     occ[cell[:, 1], cell[:, 0]] = 1
     occ = cv2.morphologyEx(occ, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    run = round(min_length_mm / grid_mm)
+    if run > 1:  # rows of ``occ`` are y
+        occ = cv2.morphologyEx(
+            occ, cv2.MORPH_OPEN, np.ones((run, 1), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0
+        )
     _, labels, stats, _ = cv2.connectedComponentsWithStats(occ, connectivity=8)
     return labels[cell[:, 1], cell[:, 0]], stats[:, cv2.CC_STAT_AREA].astype(np.float64) * grid_mm**2
 
@@ -254,7 +332,7 @@ def _table_region(xy_mm: np.ndarray, s: TableSettings) -> tuple[np.ndarray, floa
     a patient lying across the full width). Each region only contributes its points within the union's
     lateral extent, so a thin line of other surfaces crossing the table height (the gantry's front face)
     neither widens the table nor keeps a piece of it out. Returns (point mask, area mm^2)."""
-    labels, areas = _plan_regions(xy_mm, s.grid_mm)
+    labels, areas = _plan_regions(xy_mm, s.grid_mm, s.region_min_length_mm)
     areas[0] = 0.0
     order = [int(lb) for lb in np.argsort(-areas, kind="stable") if areas[lb] >= 0.05 * areas.max()]
     x = xy_mm[:, 0]
@@ -287,27 +365,41 @@ def _edge(
     spacing_mm: float,
     s: TableSettings,
     bin_mm: float = 5.0,
-) -> float:
-    """One lateral edge from the per-slice edge positions ``values_mm`` of ``slices``.
+) -> tuple[float, bool]:
+    """One lateral edge from the per-slice edge positions ``values_mm`` of ``slices``: ``(x_mm, seen)``.
 
-    Candidates are the positions many slices agree on (modes of the per-slice values). The patient hides
-    an edge, often over many slices, which moves it inward; a limb beside the table moves it outward. The
-    edge is the outermost candidate that looks like one: in the slices that vote for it the table top
-    continues inward of it (``top_xk``: table-top inliers' x and slice) and what the camera sees outward
-    of it lies far below the plane (``scene_xkh``: all points' x, slice and height above the plane); where
-    it sees nothing outward (the table's own shadow on the floor seen from an off-axis camera) nothing
-    contradicts it; and nothing much lower is seen just inward of it (else it is an island beside the
-    table: a limb over the edge). If none passes, the best-supported candidate.
+    Candidates are the positions several slices agree on (modes of the per-slice values). The patient
+    hides an edge, often over many slices, which moves it inward; a limb beside the table moves it
+    outward. The edge is the outermost candidate that looks like one: in the slices that vote for it the
+    table top continues inward of it (``top_xk``: table-top inliers' x and slice) and what the camera sees
+    outward of it lies far below the plane (``scene_xkh``: all points' x, slice and height above the
+    plane); where it sees nothing outward (the table's own shadow on the floor seen from an off-axis
+    camera) nothing contradicts it, if ``edge_straight_min_slices`` agree on it; and nothing much lower
+    is seen just inward of it (else it is an island beside the table: a limb over the edge). Tried in
+    turn, outermost first:
+
+    1. the table top continues densely inward (``edge_inner_coverage``), among the well-supported
+       candidates (``edge_min_support``): a limb's flank at table height covers little;
+    2. among all candidates not inward of the best-supported one, a thin strip of table top (two
+       samples per slice in the inner band) or a straight edge (``edge_straight_min_slices`` agreeing):
+       the mattress left visible between the edge and a patient lying close to it;
+    3. the edge is hidden (``seen`` False): no candidate has the drop outward, and the patient lies over
+       the edge (a surface ``cover_mm`` above the table outward of the candidate in most of its slices).
+       The edge is at least as far out as the table top is seen, so the estimate is a lower bound: a
+       robust outermost, the outermost such candidate that, with those beyond it, gathers
+       ``edge_hidden_min_slices`` and half the best one's slices (a limb hanging over the edge or the
+       bore beside the head holder can look like a strip of table in a few slices);
+    4. none of those: the best-supported candidate, not seen.
     """
     v = np.asarray(values_mm, np.float64) * outward  # outward = +1: x_max side, -1: x_min side
     if len(v) < 3:
-        return float(np.median(v)) * outward
+        return float(np.median(v)) * outward, False
     lo = v.min()
     hist = np.bincount(np.floor((v - lo) / bin_mm).astype(np.int64)).astype(np.float64)
     support = np.convolve(hist, [1.0, 1.0, 1.0])[1:-1]  # same length as hist, also for 1 or 2 bins
     peak = np.r_[support[:1] > 0, support[1:] >= support[:-1]] & np.r_[support[:-1] > support[1:], True]
     need = max(s.edge_min_slices, s.edge_min_support * support.max())
-    candidates = np.flatnonzero(peak & (support >= need))[::-1]  # outermost first
+    candidates = np.flatnonzero(peak & (support >= s.edge_min_slices))[::-1]  # outermost first
     # only what lies near the candidate edges matters below
     reach = max(s.edge_inner_band_mm[1], s.drop_strip_mm[1]) + 10.0
     top_x, top_k = top_xk[0] * outward, top_xk[1]
@@ -322,40 +414,64 @@ def _edge(
     # a slice's share of a densely covered inner band (a limb's flank at table height covers little)
     expected = (inner_hi - inner_lo) / max(spacing_mm, 1.0) * s.edge_slice_mm / max(spacing_mm, 1.0)
     min_count = max(2, int(np.ceil(s.edge_inner_coverage * expected)))
+    tests = []  # (edge, votes, strong support, dense, thin, drops, covered, island), outermost first
     for c in candidates:
         centre = lo + (c + 0.5) * bin_mm
         vote = np.abs(v - centre) <= 1.5 * bin_mm
-        if not np.any(vote):
-            continue
         edge = float(np.median(v[vote]))
         voting = np.zeros(k1 - k0 + 1, bool)
         voting[slices[vote] - k0] = True
         inner = voting[top_k - k0] & (top_x > edge - inner_hi) & (top_x < edge - inner_lo)
         per_slice = np.bincount(top_k[inner] - k0, minlength=k1 - k0 + 1)[voting]
-        continues = np.mean(per_slice >= min_count)
         beyond = (
             voting[scene_k - k0]
             & (scene_x > edge + s.drop_strip_mm[0])
             & (scene_x < edge + s.drop_strip_mm[1])
         )
-        # nothing seen beyond (the table's own shadow on the floor, the view's end) contradicts nothing
-        drops = np.mean(scene_h[beyond] < -s.drop_mm) >= 0.5 if np.any(beyond) else True
+        h = scene_h[beyond]
+        n_votes = np.count_nonzero(vote)
+        # nothing seen beyond (the table's own shadow on the floor, the view's end) contradicts nothing,
+        # if many slices agree on the edge (the bore beside the head holder is at table height in a few)
+        drops = np.mean(h < -s.drop_mm) >= 0.5 if len(h) else n_votes >= s.edge_straight_min_slices
+        covered = len(h) > 0 and np.mean(h > s.cover_mm) >= 0.5
         # lower surfaces just inside it (the table's side, the floor): an island beside the table (a limb
         # hanging over the edge), not the table's edge
         inside = voting[scene_k - k0] & (scene_x > edge - s.edge_island_band_mm) & (scene_x < edge - inner_lo)
         island = np.any(inside) and np.mean(scene_h[inside] < -s.edge_island_depth_mm) > 0.15
-        if continues >= 0.5 and drops and not island:
-            return edge * outward
-    best = int(np.argmax(support))
-    centre = lo + (best + 0.5) * bin_mm
-    return float(np.median(v[np.abs(v - centre) <= 1.5 * bin_mm])) * outward
+        dense, thin = np.mean(per_slice >= min_count), np.mean(per_slice >= 2)
+        tests.append((edge, n_votes, support[c] >= need, dense, thin, drops, covered, island))
+    for edge, _, strong, dense, _, drops, _, island in tests:
+        if strong and dense >= 0.5 and drops and not island:
+            return edge * outward, True
+    # (not inward of the best-supported candidate: that may have something standing beside it)
+    best = lo + (int(np.argmax(support)) + 0.5) * bin_mm
+    for edge, n_votes, _, _, thin, drops, _, island in tests:
+        if edge < best - 2 * bin_mm:
+            break
+        if (thin >= 0.5 or n_votes >= s.edge_straight_min_slices) and drops and not island:
+            return edge * outward, True
+    # hidden: a lower bound, the robust outermost of the covered candidates
+    hidden = [
+        (edge, n_votes)
+        for edge, n_votes, _, _, thin, _, covered, island in tests
+        if thin >= 0.5 and covered and not island
+    ]
+    if hidden:
+        need_votes = max(s.edge_hidden_min_slices, 0.5 * max(n for _, n in hidden))
+        votes = 0
+        for edge, n_votes in hidden:
+            votes += n_votes
+            if votes >= need_votes:
+                return edge * outward, False
+    return float(np.median(v[np.abs(v - best) <= 1.5 * bin_mm])) * outward, False
 
 
 def _lateral_edges(
     top_mm: np.ndarray, scene_mm: np.ndarray, n: np.ndarray, d: float, spacing_mm: float, s: TableSettings
-) -> tuple[float, float]:
+) -> tuple[float, float, bool, bool]:
     """Lateral edges of the table top from its inliers ``top_mm``, checked against the whole scene: per
-    y-slice the 2nd-most-extreme x on each side, then :func:`_edge` over the slices."""
+    y-slice the 2nd-most-extreme x on each side, then :func:`_edge` over the slices.
+    Returns ``(x_min, x_max, x_min_seen, x_max_seen)``."""
     k = np.floor(top_mm[:, 1] / s.edge_slice_mm).astype(np.int64)
     order = np.lexsort((top_mm[:, 0], k))
     ks, xs = k[order], top_mm[order, 0]
@@ -363,7 +479,7 @@ def _lateral_edges(
     ends = np.r_[starts[1:], len(ks)]
     full = (ends - starts) >= 4
     if not np.any(full):
-        return float(xs.min()), float(xs.max())
+        return float(xs.min()), float(xs.max()), False, False
     slices = ks[starts[full]]  # sorted
     reach = max(s.edge_inner_band_mm[1], s.drop_strip_mm[1]) + 10.0
     sx, sy = scene_mm[:, 0], scene_mm[:, 1]
@@ -372,9 +488,9 @@ def _lateral_edges(
     scene = scene_mm[near]
     scene_xkh = (scene[:, 0], np.floor(scene[:, 1] / s.edge_slice_mm).astype(np.int64), scene @ n + d)
     top_xk = (top_mm[:, 0], k)
-    x_min = _edge(xs[starts[full] + 1], slices, -1.0, top_xk, scene_xkh, spacing_mm, s)
-    x_max = _edge(xs[ends[full] - 2], slices, 1.0, top_xk, scene_xkh, spacing_mm, s)
-    return x_min, x_max
+    x_min, min_seen = _edge(xs[starts[full] + 1], slices, -1.0, top_xk, scene_xkh, spacing_mm, s)
+    x_max, max_seen = _edge(xs[ends[full] - 2], slices, 1.0, top_xk, scene_xkh, spacing_mm, s)
+    return x_min, x_max, min_seen, max_seen
 
 
 def _sample_spacing_mm(points_mm: np.ndarray, pixels_vu: np.ndarray, stride: int) -> float:
@@ -402,27 +518,69 @@ def _drop_fraction(
     x_max: float,
     y_min: float,
     y_max: float,
+    seen: tuple[bool, bool],
     s: TableSettings,
 ) -> float:
-    """Share of the y-slices along the table whose strips just outside the lateral edges mostly lie far
-    below the plane (a table top has a drop to the floor beside it; a patch of body surface does not).
-    Counted per slice, so that a big vertical surface in a few slices (the gantry face) weighs little."""
+    """Share of the y-slices along the table where the strip just outside either lateral edge mostly
+    lies far below the plane (a table top has a drop to the floor beside it; a patch of body surface
+    does not), among the slices where the camera sees anything in those strips (the table's own shadow
+    on the floor hides one side from an off-axis camera). Each side is judged on its own, since the
+    patient may lie over one edge and hide its drop; an edge hidden under the patient (``seen``: x_min,
+    x_max) is not judged at all. Counted per slice, so that a big vertical surface in a few slices (the
+    gantry face) weighs little."""
     p = cloud.points_mm
     inner, outer = s.drop_strip_mm
     x, y = p[:, 0], p[:, 1]
-    strip = (
-        (y >= y_min)
-        & (y <= y_max)
-        & (((x > x_max + inner) & (x < x_max + outer)) | ((x < x_min - inner) & (x > x_min - outer)))
-    )
-    if not np.any(strip):
-        return 0.0
-    q = p[strip]
-    k = np.floor((q[:, 1] - y_min) / s.drop_slice_mm).astype(np.int64)
     n_slices = int(np.floor((y_max - y_min) / s.drop_slice_mm)) + 1
-    below = np.bincount(k, weights=(q @ n + d < -s.drop_mm).astype(np.float64), minlength=n_slices)
-    total = np.bincount(k, minlength=n_slices)
-    return float(np.count_nonzero(below > 0.5 * total) / n_slices)
+    drops = np.zeros(n_slices, bool)
+    looked = np.zeros(n_slices, bool)
+    along = (y >= y_min) & (y <= y_max)
+    for strip, judged in (
+        (along & (x < x_min - inner) & (x > x_min - outer), seen[0]),
+        (along & (x > x_max + inner) & (x < x_max + outer), seen[1]),
+    ):
+        if not judged:
+            continue
+        q = p[strip]
+        k = np.floor((q[:, 1] - y_min) / s.drop_slice_mm).astype(np.int64)
+        below = np.bincount(k, weights=(q @ n + d < -s.drop_mm).astype(np.float64), minlength=n_slices)
+        total = np.bincount(k, minlength=n_slices)
+        drops |= (total > 0) & (below > 0.5 * total)
+        looked |= total > 0
+    return float(np.count_nonzero(drops) / max(np.count_nonzero(looked), 1))
+
+
+def _see_through(
+    cloud: ScannerCloud,
+    n: np.ndarray,
+    d: float,
+    x_min: float,
+    x_max: float,
+    y_min: float,
+    y_max: float,
+    s: TableSettings,
+) -> float:
+    """Share of the plan-view cells inside the footprint (inset by ``see_through_inset_mm``: lateral,
+    longitudinal) whose lowest point lies ``see_through_depth_mm`` below the plane. The table top is
+    opaque, so nothing is seen under it; a body surface (a broad chest or belly can look like a table top
+    from above) has the mattress beside it and between the legs below it. The longitudinal inset leaves
+    out the head end, where the bore is seen beside the narrower head holder."""
+    p = cloud.points_mm
+    dx, dy = s.see_through_inset_mm
+    x, y = p[:, 0], p[:, 1]
+    inside = (x > x_min + dx) & (x < x_max - dx) & (y > y_min + dy) & (y < y_max - dy)
+    if not np.any(inside):
+        return 0.0
+    q = p[inside]
+    h = q @ n + d
+    cell = np.floor(q[:, :2] / s.grid_mm).astype(np.int64)
+    cell -= cell.min(axis=0)
+    key = cell[:, 0] * (int(cell[:, 1].max()) + 1) + cell[:, 1]
+    cells, inverse = np.unique(key, return_inverse=True)
+    lowest = np.full(len(cells), np.inf)
+    np.minimum.at(lowest, inverse, h)
+    lo, hi = s.see_through_depth_mm
+    return float(np.mean((lowest < -lo) & (lowest > -hi)))
 
 
 def _candidate(
@@ -434,16 +592,10 @@ def _candidate(
     if len(slab) < 50:
         return None, f"z {z0:.0f} mm: only {len(slab)} points"
     step = max(1, len(slab) // s.ransac_max_points)
-    o3d.utility.random.seed(s.seed)
-    plane, _ = to_open3d(pts[slab[::step]]).segment_plane(s.ransac_threshold_mm, 3, s.ransac_iterations)
-    n = np.asarray(plane[:3], np.float64)
-    norm = np.linalg.norm(n)
-    n, d = n / norm, float(plane[3]) / norm
-    if n[2] < 0:
-        n, d = -n, -d
-    tilt = float(np.degrees(np.arccos(np.clip(n[2], -1, 1))))
-    if tilt > s.max_tilt_deg:
-        return None, f"z {z0:.0f} mm: plane tilted {tilt:.0f} deg"
+    plane = _ransac_plane(pts[slab[::step]], s)
+    if plane is None:
+        return None, f"z {z0:.0f} mm: no plane within {s.max_tilt_deg:.0f} deg of horizontal"
+    n, d = plane
     # Least-squares refinement: trimmed least squares with RANSAC's threshold until the inlier set stops
     # changing (a fixed point, so the result hardly depends on RANSAC's random start); that plane fixes
     # the table's plan-view region (so other surfaces at the same height do not pull on the plane) and
@@ -492,7 +644,9 @@ def _candidate(
     res = p @ n + d
     upper = p[res > -0.5 * thr]
     spacing = _sample_spacing_mm(p, band.pixels_vu[idx], band.stride)
-    x_min, x_max = _lateral_edges(upper if len(upper) > 10 else p, cloud.points_mm, n, d, spacing, s)
+    x_min, x_max, min_seen, max_seen = _lateral_edges(
+        upper if len(upper) > 10 else p, cloud.points_mm, n, d, spacing, s
+    )
     # The outermost sample lies on average half a sample spacing inside the true edge.
     x_min, x_max = x_min - 0.5 * spacing, x_max + 0.5 * spacing
     ys = np.sort(p[:, 1])
@@ -505,9 +659,22 @@ def _candidate(
         return None, f"z {z0:.0f} mm: visible length {length:.0f} mm < {s.min_length_mm:.0f} mm"
     if area < s.min_area_mm2:
         return None, f"z {z0:.0f} mm: visible area {area / 1e6:.2f} m^2 < {s.min_area_mm2 / 1e6:.2f} m^2"
-    drop = _drop_fraction(cloud, n, d, x_min, x_max, y_min, y_max, s)
+    through = _see_through(cloud, n, d, x_min, x_max, y_min, y_max, s)
+    if through > s.max_see_through:
+        return (
+            None,
+            f"z {z0:.0f} mm: a lower surface is seen through it in {through:.0%} of its footprint (a body "
+            "surface)",
+        )
+    if not (min_seen or max_seen):
+        return None, f"z {z0:.0f} mm: neither lateral edge seen (no drop to the floor beside it)"
+    drop = _drop_fraction(cloud, n, d, x_min, x_max, y_min, y_max, (min_seen, max_seen), s)
     if drop < s.min_drop_fraction:
-        return None, f"z {z0:.0f} mm: no drop beside the edges ({drop:.0%} of the points beside it are lower)"
+        return (
+            None,
+            f"z {z0:.0f} mm: no drop beside the edges (in {drop:.0%} of the slices where the camera sees "
+            "beside them)",
+        )
     px = band.pixels_vu[idx]
     margin = 2.0 * s.grid_mm
     seen_lo = not _near_border(px[p[:, 1] < y_min + margin], band.image_shape, s.border_px * band.stride)
@@ -524,6 +691,8 @@ def _candidate(
         top_z_mm=top_z,
         x_min_mm=x_min,
         x_max_mm=x_max,
+        x_min_seen=min_seen,
+        x_max_seen=max_seen,
         y_min_mm=y_min,
         y_max_mm=y_max,
         y_min_seen=seen_lo,
@@ -549,6 +718,50 @@ def _cells_of(xy_mm: np.ndarray, region_xy_mm: np.ndarray, grid_mm: float) -> np
     out = np.zeros(len(xy_mm), bool)
     out[ok] = occ[c[ok, 1], c[ok, 0]].astype(bool)
     return out
+
+
+def _overlap(a: TableEstimate, b: TableEstimate) -> tuple[float, float, float, float] | None:
+    """The plan-view rectangle where two footprints overlap, ``(x0, x1, y0, y1)``, or None."""
+    x0, x1 = max(a.x_min_mm, b.x_min_mm), min(a.x_max_mm, b.x_max_mm)
+    y0, y1 = max(a.y_min_mm, b.y_min_mm), min(a.y_max_mm, b.y_max_mm)
+    return (x0, x1, y0, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _crosses(a: TableEstimate, b: TableEstimate, threshold_mm: float) -> bool:
+    """Whether two planes meet (come within ``threshold_mm``) over their footprints' overlap."""
+    box = _overlap(a, b)
+    if box is None:
+        return False
+    x = np.array([box[0], box[1], box[0], box[1]])
+    y = np.array([box[2], box[2], box[3], box[3]])
+    dz = a.z_at(x, y) - b.z_at(x, y)
+    return bool(np.min(np.abs(dz)) < threshold_mm or dz.min() < 0.0 < dz.max())
+
+
+def _table_of(found: list[TableEstimate], s: TableSettings) -> TableEstimate:
+    """The table among the candidates that passed (strongest first).
+
+    Two that meet over their footprints are one surface seen twice, the one with fewer inliers tilted
+    through it and something else (the foot end of the table top and the bore below it); it is dropped.
+    Of the rest, a candidate ``stack_gap_mm`` or more below the strongest and over half of the same
+    footprint is the table, the higher one a body surface lying on it (a broad belly can pass every
+    other test); the patient lies on the table, never under it.
+    """
+    alive = [True] * len(found)
+    for i, a in enumerate(found):
+        for j in range(i + 1, len(found)):
+            if alive[i] and alive[j] and _crosses(a, found[j], s.ransac_threshold_mm):
+                alive[j if found[j].inliers < a.inliers else i] = False
+    kept = [est for est, ok in zip(found, alive, strict=True) if ok]
+    best = kept[0]
+    for est in sorted(kept[1:], key=lambda e: e.top_z_mm):
+        box = _overlap(est, best)
+        if est.top_z_mm < best.top_z_mm - s.stack_gap_mm and box is not None:
+            shared = (box[1] - box[0]) * (box[3] - box[2])
+            smaller = min(e.width_mm * (e.y_max_mm - e.y_min_mm) for e in (est, best))
+            if shared >= 0.5 * smaller:
+                best = est
+    return best
 
 
 def find_table(cloud: ScannerCloud, settings: TableSettings = DEFAULT_TABLE_SETTINGS) -> TableEstimate:
@@ -586,9 +799,15 @@ def find_table(cloud: ScannerCloud, settings: TableSettings = DEFAULT_TABLE_SETT
     in_band = band.points_mm[:, 2]
     peaks = _height_peaks(in_band[(in_band >= lo) & (in_band <= hi)], settings)
     reasons = []
-    for z0 in peaks:  # strongest first; the first that looks like a table wins
+    found: list[TableEstimate] = []
+    for z0 in peaks:  # strongest first
+        if found and z0 > found[0].top_z_mm - settings.stack_gap_mm:
+            continue  # once a table is found, only a surface under it can be the table instead
         est, why = _candidate(band, cloud, z0, settings)
         if est is not None:
-            return est
-        reasons.append(why)
+            found.append(est)
+        else:
+            reasons.append(why)
+    if found:
+        return _table_of(found, settings)
     raise NoTableError(f"{_NO_TABLE} Candidates rejected: " + ("; ".join(reasons) or "none found") + ".")
