@@ -269,16 +269,27 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from positioning.planning.checks import DEFAULT_CHECK_SETTINGS
     from positioning.planning.overlay import draw_plan
-    from positioning.planning.plan import make_plan, plan_summary
+    from positioning.planning.plan import PlanSettings, make_plan, plan_summary
     from positioning.planning.protocol import load_protocol
     from positioning.sim.preview import save_png
 
-    protocol = load_protocol(args.protocol)  # a bad protocol fails before the recording is read
+    # a bad protocol or setting fails before the recording is read
+    protocol = load_protocol(args.protocol, search_dirs=args.protocol_dir or ())
+    checks = dataclasses.replace(DEFAULT_CHECK_SETTINGS, bore_diameter_mm=args.bore_mm)
     recording = Path(args.recording)
     calibration = _load_calibration(recording, args.calibration)
     states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
-    plan = make_plan(states[-1], protocol, table_position_mm=args.table_position)
+    plan = make_plan(
+        states[-1],
+        protocol,
+        settings=PlanSettings(checks=checks),
+        expected_position=args.position,
+        table_position_mm=args.table_position,
+    )
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -288,6 +299,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         path = save_png(args.overlay, img)
         print(f"overlay: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0 if plan.has_patient else 1
+
+
+def _cmd_protocols(args: argparse.Namespace) -> int:
+    from positioning.planning.protocol import list_protocols
+
+    for p in list_protocols(search_dirs=args.protocol_dir or ()):
+        print(f"{p.name:<22} {getattr(p, 'description', '')}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -305,13 +324,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _write_preview(rec, out_dir / f"{args.scenario}.png")
     print()
     print("perception on the recording (tracked over all frames):")
-    return _cmd_perceive(
+    _cmd_perceive(
         argparse.Namespace(
             recording=str(rec),
             calibration=None,
             frames=None,
             json=False,
             overlay=str(out_dir / f"{args.scenario}.perception.png"),
+        )
+    )
+    print()
+    print(f"plan for protocol {args.protocol}:")
+    return _cmd_plan(
+        argparse.Namespace(
+            recording=str(rec),
+            protocol=args.protocol,
+            protocol_dir=None,
+            calibration=None,
+            frames=None,
+            json=False,
+            overlay=str(out_dir / f"{args.scenario}.plan.png"),
+            table_position=None,
+            position=None,
+            bore_mm=700.0,
         )
     )
 
@@ -322,6 +357,12 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
     r = benchmark_simulator(args.scenario, frames=args.frames, seed=args.seed)
     print(json.dumps(r, indent=2) if args.json else format_benchmark(r))
     return 0
+
+
+def _cmd_bench_plan(args: argparse.Namespace) -> int:
+    from positioning.evaluation.bench_plan import main as bench_main
+
+    return bench_main(args.rest)
 
 
 def _cmd_bench_perception(args: argparse.Namespace) -> int:
@@ -344,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="hfs-arms-up")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--frames", type=int, default=30)
+    demo.add_argument("--protocol", default="chest")
     demo.set_defaults(func=_cmd_demo)
 
     info = sub.add_parser("info", help="read a RealSense recording (.db3 or .bag) and describe it")
@@ -374,7 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the console's longitudinal table position, for the range in table coordinates",
     )
     plan.add_argument("--frames", type=int, default=None, help="read at most N frames")
+    plan.add_argument(
+        "--position",
+        default=None,
+        choices=["HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR", "FFDL", "FFDR"],
+        help="the patient position entered at the console (default: the protocol's)",
+    )
+    plan.add_argument("--bore-mm", type=float, default=700.0, help="gantry bore diameter (default 700)")
+    plan.add_argument(
+        "--protocol-dir", action="append", metavar="DIR", help="site protocol folder (repeatable)"
+    )
     plan.set_defaults(func=_cmd_plan)
+
+    protos = sub.add_parser("protocols", help="list the scan protocols")
+    protos.add_argument("--protocol-dir", action="append", metavar="DIR")
+    protos.set_defaults(func=_cmd_protocols)
 
     sim = sub.add_parser("sim", help="the simulator").add_subparsers(dest="sim_command", required=True)
     sim.add_parser("list", help="list the scenarios").set_defaults(func=_cmd_sim_list)
@@ -407,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bper.add_argument("rest", nargs=argparse.REMAINDER)
     bper.set_defaults(func=_cmd_bench_perception)
+    bplan = bench.add_parser("plan", help="planning accuracy and check precision/recall", add_help=False)
+    bplan.add_argument("rest", nargs=argparse.REMAINDER)
+    bplan.set_defaults(func=_cmd_bench_plan)
     return p
 
 

@@ -21,9 +21,10 @@ knees      left_knee, right_knee
 ankles     left_ankle, right_ankle
 =========  =======================================================================================
 
-The rules (anchor, fraction, offset, residual sigma per landmark) are fitted offline on simulated
-patients against the simulator's truth landmarks (:mod:`positioning.evaluation.isocenter_fit`) and
-stored in ``models/isocenter_landmarks.json``; without that file the anatomical priors of
+The rules (anchor, fraction, offset, residual sigma per landmark; one set over all postures and one
+per posture group: supine, prone, lateral decubitus) are fitted offline on simulated patients against
+the simulator's truth landmarks (:mod:`positioning.evaluation.isocenter_fit`) and stored in
+``models/isocenter_landmarks.json``; without that file the anatomical priors of
 :data:`PRIOR_RULES` apply (standard adult proportions: jugular notch at the shoulder line, lung apex
 about 3 cm above it, xiphoid about a third and the costophrenic recess about half of the shoulder-hip
 distance below it, the iliac crest about a fifth of it above the hip line, the lesser trochanter a tenth
@@ -54,6 +55,7 @@ __all__ = [
     "PLANNING_LANDMARKS",
     "LANDMARK_ORDER",
     "ANCHORS",
+    "POSTURE_GROUPS",
     "LandmarkRule",
     "LandmarkModel",
     "PRIOR_RULES",
@@ -61,6 +63,7 @@ __all__ = [
     "AnatomyEstimate",
     "default_landmark_model_path",
     "load_landmark_model",
+    "posture_group",
     "superior_sign",
     "keypoint_anchors",
     "estimate_levels",
@@ -83,6 +86,8 @@ ANCHORS: Mapping[str, tuple[str, ...]] = {
     "ankles": ("left_ankle", "right_ankle"),
 }
 
+#: Posture groups with their own fitted rules (and shape-model coefficients).
+POSTURE_GROUPS: tuple[str, ...] = ("supine", "prone", "decubitus")
 #: Plausible torso lengths (mid-shoulder to mid-hip along the body axis, mm); outside: not trusted.
 TORSO_RANGE_MM = (250.0, 750.0)
 #: Torso length assumed when it cannot be measured (adult median) and the extra sigma per unit fraction.
@@ -138,13 +143,18 @@ class LandmarkModel:
     """A set of landmark rules and where they came from.
 
     Attributes:
-        rules: landmark name -> :class:`LandmarkRule` (every name in :data:`PLANNING_LANDMARKS`).
+        rules: landmark name -> :class:`LandmarkRule` (every name in :data:`PLANNING_LANDMARKS`), fitted
+            over all postures.
+        group_rules: posture group (:func:`posture_group`) -> landmark name -> rule fitted on that
+            group alone (a prone patient's keypoints come from the back of the body and sit elsewhere
+            relative to the skeleton); used when the position is known.
         min_confidence: keypoints at or below this confidence are not used.
         source: the model file, or ``"priors"``.
         info: training metadata from the model file.
     """
 
     rules: Mapping[str, LandmarkRule]
+    group_rules: Mapping[str, Mapping[str, LandmarkRule]] = dataclasses.field(default_factory=dict)
     min_confidence: float = 0.3
     source: str = "priors"
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -153,10 +163,21 @@ class LandmarkModel:
         missing = [n for n in PLANNING_LANDMARKS if n not in self.rules]
         if missing:
             raise ValueError(f"landmark model lacks rules for {missing}")
+        unknown = set(self.group_rules) - set(POSTURE_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown posture groups {sorted(unknown)} (known: {POSTURE_GROUPS})")
+
+    def rule(self, name: str, group: str | None = None) -> LandmarkRule:
+        """The rule for ``name``: the posture group's own when fitted, else the all-posture rule."""
+        return self.group_rules.get(group or "", {}).get(name) or self.rules[name]
 
     def to_json(self) -> dict[str, Any]:
         """The model file's ``rules`` mapping."""
         return {k: dataclasses.asdict(v) for k, v in self.rules.items()}
+
+    def groups_to_json(self) -> dict[str, Any]:
+        """The model file's ``group_rules`` mapping."""
+        return {g: {k: dataclasses.asdict(v) for k, v in r.items()} for g, r in self.group_rules.items()}
 
 
 def default_landmark_model_path() -> Path:
@@ -189,8 +210,12 @@ def load_landmark_model(path: str | Path | None = None) -> LandmarkModel:
         if doc.get("schema") != LANDMARK_SCHEMA:
             raise ValueError(f"schema {doc.get('schema')!r}, expected {LANDMARK_SCHEMA!r}")
         rules = {k: LandmarkRule(**v) for k, v in doc["rules"].items()}
+        groups = {
+            g: {k: LandmarkRule(**v) for k, v in r.items()} for g, r in doc.get("group_rules", {}).items()
+        }
         model = LandmarkModel(
             rules=rules,
+            group_rules=groups,
             min_confidence=float(doc.get("min_confidence", 0.3)),
             source=str(p),
             info=doc.get("training", {}),
@@ -235,6 +260,16 @@ class AnatomyEstimate:
     anchors_y_mm: Mapping[str, float]
     levels: Mapping[str, LevelEstimate]
     issues: tuple[str, ...] = ()
+
+
+def posture_group(position: PatientPosition | str | None) -> str:
+    """``"supine"``, ``"prone"`` or ``"decubitus"`` for a DICOM position (None: supine, the most common)."""
+    p = str(position or "HFS")
+    if p.endswith("S"):
+        return "supine"
+    if p.endswith("P"):
+        return "prone"
+    return "decubitus"
 
 
 def superior_sign(
@@ -349,9 +384,10 @@ def estimate_levels(
         else:
             issues.append("shoulders or hips not seen: the torso length is assumed")
     t = torso if torso_ok else TORSO_PRIOR_MM
+    group = posture_group(position) if position is not None else None
     levels: dict[str, LevelEstimate] = {}
     for name in PLANNING_LANDMARKS:
-        rule = m.rules[name]
+        rule = m.rule(name, group)
         if rule.anchor not in s:
             issues.append(f"{name}: its anchor ({rule.anchor}) was not seen")
             continue

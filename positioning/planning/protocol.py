@@ -172,7 +172,9 @@ class Protocol:
             "expected_positions": [str(p) for p in self.expected_positions],
             "arms": [str(a) for a in self.arms],
             "scan_direction": str(self.scan_direction),
-            "isocenter_region": "scan_range" if self.isocenter_region is None else {
+            "isocenter_region": "scan_range"
+            if self.isocenter_region is None
+            else {
                 "superior": self.isocenter_region[0].to_dict(),
                 "inferior": self.isocenter_region[1].to_dict(),
             },
