@@ -247,9 +247,7 @@ class BodyModel:
         }
         return verts, kp.double().cpu().numpy() * 1000.0, heads, stats
 
-    def posed_body(
-        self, phenotype: Phenotype, rotations: dict[str, np.ndarray]
-    ) -> PosedBody:
+    def posed_body(self, phenotype: Phenotype, rotations: dict[str, np.ndarray]) -> PosedBody:
         """One posed body as a :class:`PosedBody`."""
         verts, kp, heads, stats = self.forward(phenotype, [rotations])
         return PosedBody(

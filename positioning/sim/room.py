@@ -119,8 +119,14 @@ def box_mesh(lo: np.ndarray, hi: np.ndarray, color: tuple[float, float, float], 
 
 
 def annulus_mesh(
-    r_in_mm: float, r_out_mm: float, y0_mm: float, y1_mm: float, color: tuple[float, float, float],
-    label: Label, *, segments: int = 128,
+    r_in_mm: float,
+    r_out_mm: float,
+    y0_mm: float,
+    y1_mm: float,
+    color: tuple[float, float, float],
+    label: Label,
+    *,
+    segments: int = 128,
 ) -> Mesh:
     """A closed ring (a gantry housing) around the y axis, between ``y0_mm`` and ``y1_mm``."""
     a = np.linspace(0.0, 2 * np.pi, segments, endpoint=False)

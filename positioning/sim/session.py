@@ -134,9 +134,7 @@ class SimulatedSession:
         colors[torso] = np.asarray(spec.gown_rgb, np.float32)
         self._colors = colors
         rot, t = placed.scanner_from_body[:3, :3], placed.scanner_from_body[:3, 3]
-        self._landmarks_mm = {
-            k: rot @ p + t for k, p in anatomical_landmarks(placed.body, model).items()
-        }
+        self._landmarks_mm = {k: rot @ p + t for k, p in anatomical_landmarks(placed.body, model).items()}
         # The head rest: a cushion under the head whose top meets the head's lowest point.
         head = v[model.part_mask("head")]
         top = float(head[:, 2].min())
@@ -333,4 +331,3 @@ def record_session(
     spec.rig.calibration().save(cal_path)
     seconds = time.perf_counter() - t0
     return RecordSummary(out_path, truth_path, cal_path, n, out_path.stat().st_size, seconds, n / seconds)
-
