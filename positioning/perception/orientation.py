@@ -6,19 +6,33 @@ backend's left/right labels:
 1. **Head first or feet first**: the head group (nose, eyes, ears, shoulders) against the foot group
    (hips, knees, ankles) along scanner y.
 2. **Lateral decubitus or not**: the nose lies well to one side of the body's centre line (shoulder and
-   hip midpoints) in the horizontal plane; the shoulders and hips are close together horizontally (the
+   hip midpoints; with one shoulder or hip unseen, the seen one projected onto the axis across the other
+   pair) in the horizontal plane; the shoulders and hips are close together horizontally (the
    shoulder line is vertical, not horizontal); optionally, the trunk is narrow for its length (from the
    patient's surface points).
-3. **Supine or prone** (face up or down): the head against the hips in height. Supine, the face is the
-   top of the head and lies above the hips' surface; prone, the back of the head is seen, lower than the
-   buttocks. Relative to the shoulder-hip distance, ``(z_head - z_hips) / torso`` (visible surface
-   heights) was >= -0.061 on all 64 simulated supine sessions and <= -0.215 on all 60 prone ones
-   (MediaPipe landmarks, seeds 100-101, 200-205 and 300-303; the rule was set on the first two groups
-   and the third was held out); the boundary is -0.15. Two weaker cues add to it: the nose above the ears
-   (where the face points; strong on joint positions, weak on lifted surface points, because prone the
-   face is hidden and the nose pixel shows the back of the head), and the backend's own left/right
-   labels (the chirality of left minus right against the head direction), which MediaPipe gets right for
-   supine patients but swaps for many prone patients with raised arms (it then believes it sees a face).
+3. **Supine or prone** (face up or down), five cues summed:
+
+   * *head against hips* (landmarks): supine, the face is the top of the head and lies level with the
+     hips' surface; prone, the back of the head is seen, far lower than the buttocks. Relative to the
+     shoulder-hip distance, ``(z_head - z_hips) / torso`` (visible surface heights) was >= -0.061 on all
+     64 simulated supine sessions and <= -0.215 on all 60 prone ones (seeds 100-101, 200-205 and
+     300-303); the boundary is -0.15. The head's height is the higher of the face landmarks' surface and
+     the surface profile's head (below): MediaPipe puts the face off the head at times (beyond the
+     crown on no depth, prone; on the forearms crossed above the head, obese patients), always lower.
+   * *the surface profile* (patient points, :func:`axial_profile`: the top of the body along its centre
+     line): the head window's top against the hips' (prone: the buttocks are the highest point of the
+     body, the back falls off toward a low head), boundary -0.18; and the lower trunk against the hips
+     (prone: the lumbar hollow lies below the buttocks; supine: the abdomen is level with or above the
+     pelvis), boundary -0.06. On 245 simulated sessions (seeds 500-719 and 800-871, MediaPipe) each
+     cue alone overlapped by a few hundredths between supine and prone (obese supine patients, whose
+     belly rises far above the pelvis, against prone patients who hold the head high); the sum
+     separated every session whose skeleton was read the right way round.
+   * two weak cues: the nose above the ears (where the face points; strong on joint positions, weak on
+     lifted surface points, because prone the face is hidden and the nose pixel shows the back of the
+     head), and the backend's own left/right labels (the chirality of left minus right against the head
+     direction): MediaPipe gets them right for supine patients but swaps them for most prone patients
+     with raised arms (it then believes it sees a face), so labels that say supine weigh little and
+     labels that say prone weigh much.
 
 The patient's left then follows from the geometry: ``left = superior x anterior`` (scanner frame). When
 the labels' left points the other way, :attr:`OrientationResult.labels_swapped` is set and
@@ -38,9 +52,12 @@ decubitus it needs the re-offset points: the hidden shoulder lies far below the 
 
 Limitations: the supine/prone rule and the arm thresholds were set on simulated bodies (``anny``, bald,
 face straight up or down); a prone patient with the head turned to the side, or a supine one with a
-thick pillow, may need new numbers. Prone with the hands "on the chest" (under the body) the hands are
-invisible and the arm state reads ``sides``. MediaPipe swapped the labels on 24 of the 60 simulated
-prone sessions (arms raised, mostly).
+thick pillow, may need new numbers; the surface profile assumes a level table and a body lying along it.
+Prone with the hands "on the chest" (under the body) the hands are invisible and the arm state reads
+``sides`` (a wrist seen on the back is not on the chest). MediaPipe swapped the labels on 24 of the 60
+simulated prone sessions (arms raised, mostly). A skeleton read upside down (the face on the buttocks)
+gives the wrong head direction and everything after it; the MediaPipe backend guards against it
+(:func:`~positioning.perception.landmarks.mediapipe_backend.leg_to_torso_ratio`).
 
 Convention: scanner frame (IEC 61217: +x lateral, +y into the gantry, +z up), mm. Head first = head toward
 +y; supine = face up (+z). Body axes per position (S superior, P posterior, L the patient's left,
@@ -67,6 +84,7 @@ __all__ = [
     "ArmStateSettings",
     "ArmStateResult",
     "position_from_axes",
+    "axial_profile",
     "estimate_orientation",
     "estimate_arm_state",
     "swap_left_right",
@@ -155,7 +173,10 @@ class OrientationSettings:
         head_hip_scale: one unit of that ratio.
         face_scale_mm: ``z_nose - z_ears`` that counts as one unit toward supine.
         face_weight: weight of the nose-above-ears cue.
-        labels_weight: weight of the backend's left/right labels.
+        labels_weight: weight of the backend's left/right labels when they imply supine (weak: MediaPipe
+            believes it sees a face on most prone patients with raised arms).
+        labels_prone_weight: their weight when they imply prone (strong: they never did for a supine
+            patient).
         nose_lateral_offset_mm: nose distance from the body's centre line at the decubitus boundary.
         nose_lateral_scale_mm: one unit of it.
         pair_separation_offset: horizontal shoulder/hip separation over torso length at the boundary.
@@ -168,6 +189,21 @@ class OrientationSettings:
         clip: bound of each cue's score.
         labels_swap_threshold: the labels are called swapped when their normalised agreement with the
             geometric left is below minus this.
+        profile_band_fraction: the surface profile cues read the patient points within this times
+            ``torso`` of the body's centre line (the line through the hip midpoint along the body axis).
+        profile_bin_fraction: profile bin length along the body axis, times ``torso``.
+        profile_quantile: a bin's height is this percentile of its points' z (its top, robust to noise).
+        profile_min_points: bins with fewer points are empty.
+        head_window: the head's bins (multiples of ``torso`` superior of the hip midpoint; the true nose
+            lies at 1.3-1.45).
+        hips_window: the hips' bins.
+        rise_window: the lower trunk's bins, compared with the hips' (prone: the lumbar hollow, lower
+            than the buttocks; supine: the abdomen, level with or above the pelvis).
+        cloud_head_hip_offset: ``(z_head - z_hips) / torso`` from the profile at the supine/prone
+            boundary.
+        cloud_head_hip_scale: one unit of it.
+        rise_offset: ``(mean z of the lower trunk bins - mean z of the hip bins) / torso`` at the boundary.
+        rise_scale: one unit of it.
     """
 
     min_confidence: float = 0.2
@@ -176,7 +212,8 @@ class OrientationSettings:
     head_hip_scale: float = 0.05
     face_scale_mm: float = 60.0
     face_weight: float = 0.25
-    labels_weight: float = 0.5
+    labels_weight: float = 0.25
+    labels_prone_weight: float = 1.0
     nose_lateral_offset_mm: float = 60.0
     nose_lateral_scale_mm: float = 20.0
     pair_separation_offset: float = 0.25
@@ -187,6 +224,17 @@ class OrientationSettings:
     width_scale: float = 0.08
     clip: float = 3.0
     labels_swap_threshold: float = 0.3
+    profile_band_fraction: float = 0.12
+    profile_bin_fraction: float = 0.05
+    profile_quantile: float = 90.0
+    profile_min_points: int = 5
+    head_window: tuple[float, float] = (1.1, 1.7)
+    hips_window: tuple[float, float] = (-0.15, 0.15)
+    rise_window: tuple[float, float] = (0.15, 0.45)
+    cloud_head_hip_offset: float = -0.18
+    cloud_head_hip_scale: float = 0.05
+    rise_offset: float = -0.06
+    rise_scale: float = 0.03
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -246,6 +294,111 @@ class _Points:
         a, b = self.points.get(f"left_{part}"), self.points.get(f"right_{part}")
         return a - b if a is not None and b is not None else np.full(3, np.nan)
 
+    def trunk_midpoints(self, min_span_mm: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+        """Shoulder and hip midpoints (NaN where the pair is missing).
+
+        With one shoulder (or one hip) missing, the one seen is no midpoint: it lies half a shoulder width
+        to its side and would turn the body axis (by 10-15 degrees, moving the nose 100+ mm off the
+        centre line). When the other pair is complete and lies across the body (horizontal span above
+        ``min_span_mm``), the midpoint is the seen joint projected onto the perpendicular to that pair's
+        line through its midpoint.
+        """
+        mids = {}
+        for part in ("shoulder", "hip"):
+            mids[part] = self.mean((f"left_{part}", f"right_{part}"))
+        for part, other in (("shoulder", "hip"), ("hip", "shoulder")):
+            seen = [self.points[n] for n in (f"left_{part}", f"right_{part}") if n in self.points]
+            span = self.pair_delta(other)[:2]
+            if len(seen) != 1 or not np.all(np.isfinite(span)) or np.linalg.norm(span) <= min_span_mm:
+                continue
+            axis = np.array([-span[1], span[0]]) / np.linalg.norm(span)  # horizontal, across the pair line
+            base = mids[other]
+            mid = seen[0].copy()
+            mid[:2] = base[:2] + axis * float((seen[0] - base)[:2] @ axis)
+            mids[part] = mid
+        return mids["shoulder"], mids["hip"]
+
+
+def axial_profile(
+    points_mm: np.ndarray,
+    origin_mm: np.ndarray,
+    superior_xy: np.ndarray,
+    torso_mm: float,
+    *,
+    band_fraction: float = 0.12,
+    bin_fraction: float = 0.05,
+    quantile: float = 90.0,
+    min_points: int = 5,
+    extent: tuple[float, float] = (-2.5, 2.5),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Height of the body's surface along its centre line: per bin along the body axis, a high
+    percentile of the z of the patient points near the centre line.
+
+    Convention: scanner frame (IEC 61217), mm. The centre line runs through ``origin_mm`` (x, y) along the
+    horizontal unit vector ``superior_xy``; bin positions are in multiples of ``torso_mm`` from the origin
+    (positive = superior). Only differences of the returned z matter (the table plane is not needed).
+
+    Args:
+        points_mm: ``(N, 3)`` patient surface points.
+        origin_mm: ``(2,)`` or ``(3,)`` point on the centre line (its x and y are used).
+        superior_xy: ``(2,)`` horizontal unit vector toward the head.
+        torso_mm: length unit (the shoulder-hip distance), > 0.
+        band_fraction: points within this times ``torso_mm`` of the centre line count.
+        bin_fraction: bin length, times ``torso_mm``.
+        quantile: percentile of z reported per bin.
+        min_points: bins with fewer points are NaN.
+        extent: first and last bin edge, times ``torso_mm``.
+
+    Returns:
+        ``(centres, z_mm)``: ``(K,)`` bin centres (multiples of ``torso_mm``) and ``(K,)`` heights (NaN
+        where empty).
+
+    Raises:
+        ValueError: ``points_mm`` is not ``(N, 3)`` or ``torso_mm`` is not positive.
+    """
+    pts = np.asarray(points_mm, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points_mm must be (N, 3), got {pts.shape}")
+    if not torso_mm > 0:
+        raise ValueError(f"torso_mm must be > 0, got {torso_mm}")
+    e = np.asarray(superior_xy, dtype=np.float64)[:2]
+    lateral = np.array([-e[1], e[0]])
+    rel = pts[:, :2] - np.asarray(origin_mm, dtype=np.float64)[:2]
+    along = rel @ e / torso_mm
+    lo, hi = extent
+    n_bins = round((hi - lo) / bin_fraction)
+    keep = (
+        (np.abs(rel @ lateral) < band_fraction * torso_mm)
+        & (along >= lo)
+        & (along < lo + n_bins * bin_fraction)
+    )
+    k = np.floor((along[keep] - lo) / bin_fraction).astype(np.int64)
+    z = pts[keep, 2]
+    centres = lo + (np.arange(n_bins) + 0.5) * bin_fraction
+    heights = np.full(n_bins, np.nan)
+    if len(k):
+        order = np.lexsort((z, k))
+        ks, zs = k[order], z[order]
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        counts = np.diff(np.r_[starts, len(ks)])
+        full = counts >= min_points
+        starts, counts = starts[full], counts[full]
+        # the linear-interpolation percentile of each bin's sorted z (numpy's default method)
+        pos = starts + (counts - 1) * (quantile / 100.0)
+        below = np.floor(pos).astype(np.int64)
+        above = np.minimum(below + 1, starts + counts - 1)
+        frac = pos - below
+        heights[ks[starts]] = zs[below] * (1.0 - frac) + zs[above] * frac
+    return centres, heights
+
+
+def _window(centres: np.ndarray, heights: np.ndarray, window: tuple[float, float], how: str) -> float:
+    """Max or mean of the profile's bins within ``window`` (NaN with fewer than two bins)."""
+    sel = (centres >= window[0]) & (centres <= window[1]) & np.isfinite(heights)
+    if np.count_nonzero(sel) < 2:
+        return math.nan
+    return float(np.max(heights[sel]) if how == "max" else np.mean(heights[sel]))
+
 
 def estimate_orientation(
     landmarks: Landmarks3D,
@@ -261,7 +414,8 @@ def estimate_orientation(
     Args:
         landmarks: lifted (or hand-made) landmarks with COCO-17 names.
         patient_points_mm: optional ``(N, 3)`` patient surface points (scanner frame), for the trunk-width
-            cue of the decubitus decision.
+            cue of the decubitus decision and the surface profile cues of the supine/prone decision
+            (without them those cues are 0 and the landmarks alone decide).
         settings: weights and scales.
 
     Returns:
@@ -302,8 +456,9 @@ def estimate_orientation(
     conf_hf = math.tanh(abs(dy) / s.head_first_scale_mm)
 
     # Body centre line in the horizontal plane (shoulder and hip midpoints, else the groups' means).
-    sh_mid, hip_mid = pts.mean(("left_shoulder", "right_shoulder")), pts.mean(("left_hip", "right_hip"))
-    if not (np.all(np.isfinite(sh_mid)) and np.all(np.isfinite(hip_mid))):
+    sh_mid, hip_mid = pts.trunk_midpoints()
+    have_joints = bool(np.all(np.isfinite(sh_mid)) and np.all(np.isfinite(hip_mid)))
+    if not have_joints:
         sh_mid, hip_mid = upper, lower
     axis_xy = (sh_mid - hip_mid)[:2]
     torso_mm = float(np.linalg.norm(axis_xy))
@@ -356,24 +511,51 @@ def estimate_orientation(
 
     # 3. which side is anterior ----------------------------------------------------------------------------
     if not decubitus:
-        head_z = pts.mean(("nose", "left_eye", "right_eye"), surface=True)[2]
-        if not math.isfinite(head_z):
-            head_z = pts.mean(("left_ear", "right_ear"), surface=True)[2]
+        head_lm_z = pts.mean(("nose", "left_eye", "right_eye"), surface=True)[2]
+        if not math.isfinite(head_lm_z):
+            head_lm_z = pts.mean(("left_ear", "right_ear"), surface=True)[2]
         hips_z = pts.mean(("left_hip", "right_hip"), surface=True)[2]
+        # The surface profile along the centre line (patient points): the head's top, the hips' and the
+        # lower trunk's (see the module docstring).
+        cloud_head_z = cloud_hips_z = rise = math.nan
+        if patient_points_mm is not None and have_joints:
+            centres, heights = axial_profile(
+                patient_points_mm, hip_mid, e_xy, torso_mm, band_fraction=s.profile_band_fraction,
+                bin_fraction=s.profile_bin_fraction, quantile=s.profile_quantile,
+                min_points=s.profile_min_points,
+            )  # fmt: skip
+            cloud_head_z = _window(centres, heights, s.head_window, "max")
+            cloud_hips_z = _window(centres, heights, s.hips_window, "max")
+            rise = (
+                _window(centres, heights, s.rise_window, "mean")
+                - _window(centres, heights, s.hips_window, "mean")
+            ) / torso_mm
+        # The face landmarks' surface can miss the head (put on the hands above it, or beyond the crown
+        # on no depth); the head is at least as high as the profile's head window says.
+        heads = [v for v in (head_lm_z, cloud_head_z) if math.isfinite(v)]
+        head_z = max(heads) if heads else math.nan
         head_hip = (head_z - hips_z) / torso_mm
+        cloud_head_hip = (cloud_head_z - cloud_hips_z) / torso_mm
         ears = pts.mean(("left_ear", "right_ear"))
         face = float(nose[2] - ears[2]) if nose is not None and np.all(np.isfinite(ears)) else math.nan
         lab = math.nan
         if np.all(np.isfinite(left_labels)) and np.linalg.norm(left_labels) > 1.0:
             # the anterior the labels imply: A = L x S (S from the hips toward the shoulders)
             lab = float(np.cross(left_labels, superior)[2] / np.linalg.norm(left_labels))
+        ev["landmark_head_z_mm"] = float(head_lm_z)
+        ev["cloud_head_z_mm"] = cloud_head_z
         ev["head_minus_hips_z_over_torso"] = float(head_hip)
+        ev["cloud_head_minus_hips_z_over_torso"] = float(cloud_head_hip)
+        ev["cloud_hip_rise_over_torso"] = float(rise)
         ev["nose_minus_ears_z_mm"] = face
         ev["labels_anterior_z"] = lab
+        labels_weight = s.labels_weight if not lab < 0 else s.labels_prone_weight
         sup_scores = {
             "head_hip": _score(head_hip, s.head_hip_offset, s.head_hip_scale, c),
+            "cloud_head_hip": _score(cloud_head_hip, s.cloud_head_hip_offset, s.cloud_head_hip_scale, c),
+            "hip_rise": _score(rise, s.rise_offset, s.rise_scale, c),
             "face": s.face_weight * _score(face, 0.0, s.face_scale_mm, c),
-            "labels": s.labels_weight * (0.0 if not math.isfinite(lab) else lab),
+            "labels": labels_weight * (0.0 if not math.isfinite(lab) else lab),
         }
         for k, v in sup_scores.items():
             ev[f"supine_score_{k}"] = v
@@ -449,10 +631,16 @@ class ArmStateSettings:
         chest_along_fractions: a medial wrist counts as on the chest between these multiples of
             ``torso`` along the body axis from the shoulders (simulated: -0.67 to -0.43).
         anterior_slack_mm: a chest wrist's surface lies no more than this below the trunk's (the mean
-            of the shoulders' and hips' surfaces along the anterior axis).
-        min_upper_arm_fraction: an arm whose shoulder-elbow distance is below this times ``torso`` is
-            implausible (the backend folded a lost arm onto the body) and ignored.
-        min_forearm_fraction: the same for the elbow-wrist distance.
+            of the shoulders' and hips' surfaces along the anterior axis); prone (anterior down) it must
+            lie at least this far anterior of it (a visible wrist on the back is not on the chest).
+        min_upper_arm_fraction: an arm without a wrist whose shoulder-elbow distance is below this times
+            ``torso`` is implausible (the backend folded a lost arm onto the body) and ignored.
+        min_forearm_fraction: an arm whose elbow-wrist distance is below this times ``torso`` is
+            implausible.
+        min_arm_fraction: an arm whose shoulder-elbow plus elbow-wrist distance is below this times
+            ``torso`` is implausible. (The shoulder-elbow distance alone is no test when the wrist is
+            seen: with raised arms MediaPipe often puts the shoulder up toward the elbow, down to 0.05
+            ``torso`` from it, while the forearm stays at 0.33-0.88 and the sum at >= 0.5.)
         soft_mm: distance over which a test's margin maps to full confidence.
     """
 
@@ -464,6 +652,7 @@ class ArmStateSettings:
     anterior_slack_mm: float = 30.0
     min_upper_arm_fraction: float = 0.15
     min_forearm_fraction: float = 0.18
+    min_arm_fraction: float = 0.45
     soft_mm: float = 60.0
 
 
@@ -502,12 +691,13 @@ def estimate_arm_state(
     * ``raised`` when ``(w - shoulder_mid) . S > raised_fraction * torso``;
     * ``chest`` when ``|(w - centre line) . lateral| < medial_fraction * torso``, ``w`` lies along ``S``
       between the hips and the shoulders, and the wrist's surface lies anterior of the trunk's
-      (mean of the shoulders' and hips' surface along ``A``) minus ``anterior_slack_mm`` (a wrist is
-      needed: an elbow near the centre line is a lost arm, not a hand);
+      (mean of the shoulders' and hips' surface along ``A``) minus ``anterior_slack_mm`` (prone: plus
+      it; a wrist is needed: an elbow near the centre line is a lost arm, not a hand);
     * ``sides`` otherwise.
 
-    An arm whose visible upper arm or forearm is implausibly short (below ``min_upper_arm_fraction`` /
-    ``min_forearm_fraction`` times ``torso``: the backend folded a lost arm onto the body) is ignored.
+    An arm that is implausibly short (forearm below ``min_forearm_fraction``, upper arm plus forearm below
+    ``min_arm_fraction``, or, without a wrist, upper arm below ``min_upper_arm_fraction`` times ``torso``:
+    the backend folded a lost arm onto the body) is ignored.
     Each arm's confidence is ``tanh(margin / soft_mm) * sqrt(landmark confidence)``; with one arm only it
     is scaled by 0.7; when the arms differ, the arm more in the way of a trunk scan wins (chest over sides
     over raised) at half the smaller confidence.
@@ -527,7 +717,7 @@ def estimate_arm_state(
     pts = _Points(landmarks, s.min_confidence)
     ev: dict[str, float] = {}
     per_arm: dict[str, ArmState | None] = {"left": None, "right": None}
-    sh_mid, hip_mid = pts.mean(("left_shoulder", "right_shoulder")), pts.mean(("left_hip", "right_hip"))
+    sh_mid, hip_mid = pts.trunk_midpoints()
     if orientation.position is None or not (np.all(np.isfinite(sh_mid)) and np.all(np.isfinite(hip_mid))):
         return ArmStateResult(state=None, confidence=0.0, per_arm=per_arm, evidence=ev)
     sup, ant = orientation.superior, orientation.anterior
@@ -554,7 +744,12 @@ def estimate_arm_state(
         )
         ev[f"{side}_upper_arm_over_torso"] = upper_arm
         ev[f"{side}_forearm_over_torso"] = forearm
-        if upper_arm < s.min_upper_arm_fraction or forearm < s.min_forearm_fraction:
+        folded = (
+            forearm < s.min_forearm_fraction
+            or upper_arm + forearm < s.min_arm_fraction
+            or (math.isnan(forearm) and upper_arm < s.min_upper_arm_fraction)
+        )
+        if folded:
             ev[f"{side}_implausible_arm"] = 1.0  # a folded-up arm: the backend lost this arm
             continue
         joint = f"{side}_wrist" if wrist is not None else f"{side}_elbow"
@@ -568,7 +763,10 @@ def estimate_arm_state(
         medial_m = s.medial_fraction * torso - medial
         lo, hi = s.chest_along_fractions
         between_m = min(along - lo * torso, hi * torso - along)
-        anterior_m = anterior + s.anterior_slack_mm
+        # Face down the chest faces the table: a hand on it is under the body, and a medial wrist seen from
+        # above lies on the back (or was misplaced there by the backend); it is on the chest only when
+        # seen clearly anterior of (below) the trunk's surface.
+        anterior_m = anterior + (s.anterior_slack_mm if ant[2] > -0.5 else -s.anterior_slack_mm)
         # Only a wrist can say "on the chest" (an elbow near the centre line is a lost arm, not a hand).
         chest_m = min(medial_m, between_m, anterior_m) if joint.endswith("wrist") else -math.inf
         ev.update({

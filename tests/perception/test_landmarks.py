@@ -29,7 +29,11 @@ from positioning.perception.landmarks import (
     uv_from_rot90,
 )
 from positioning.perception.landmarks import model_build as mb
-from positioning.perception.landmarks.mediapipe_backend import blazepose_to_landmarks, upright_rotation
+from positioning.perception.landmarks.mediapipe_backend import (
+    blazepose_to_landmarks,
+    leg_to_torso_ratio,
+    upright_rotation,
+)
 
 W, H = 848, 480  # RealSense D435 best depth resolution; the colour image aligned to it
 TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
@@ -151,6 +155,35 @@ def test_upright_rotation(head_dir_uv, k):
 def test_upright_rotation_missing_landmarks():
     assert upright_rotation(_lm(["nose"], [[1, 1]], [1])) is None
     assert upright_rotation(_lm(TORSO, [[np.nan, np.nan]] + [[1, 1]] * 3, [0, 1, 1, 1])) is None
+
+
+LEGS = ("left_knee", "right_knee", "left_ankle", "right_ankle")
+
+
+def _skeleton(head_dir_uv, legs_px: float, *, score: float = 0.9) -> Landmarks2D:
+    """Shoulders, hips, knees and ankles: trunk 100 px long toward ``head_dir_uv``, the legs ``legs_px``
+    long (hip-knee and knee-ankle halves) the other way."""
+    d = np.array(head_dir_uv, float) / np.linalg.norm(head_dir_uv)
+    hip = np.array([400.0, 240.0])
+    off = np.array([-d[1], d[0]]) * 20.0
+    sh, knee, ankle = hip + 100.0 * d, hip - 0.5 * legs_px * d, hip - legs_px * d
+    uv = [sh + off, sh - off, hip + off, hip - off, knee + off, knee - off, ankle + off, ankle - off]
+    return _lm(TORSO + LEGS, uv, [score] * 8, score=score)
+
+
+def test_leg_to_torso_ratio_pin():
+    assert leg_to_torso_ratio(_skeleton((1, 0), 160.0)) == pytest.approx(1.6)
+    assert leg_to_torso_ratio(_skeleton((0.3, -1), 20.0)) == pytest.approx(0.2)
+    # folded legs: the knees beyond the ankles still add up their two segments
+    lm = _skeleton((1, 0), 160.0)
+    uv = lm.uv_px.copy()
+    uv[lm.index("left_knee")] = uv[lm.index("right_knee")] = [250.0, 240.0]  # 150 px from the hips
+    uv[lm.index("left_ankle")] = uv[lm.index("right_ankle")] = [350.0, 240.0]  # then 100 px back
+    assert leg_to_torso_ratio(_lm(lm.names, uv, lm.confidence)) == pytest.approx(2.5)
+    assert np.isnan(leg_to_torso_ratio(_lm(TORSO, _skeleton((1, 0), 160.0).uv_px[:4], [1] * 4)))
+    nan_knee = _skeleton((1, 0), 160.0).uv_px.copy()
+    nan_knee[4] = np.nan
+    assert np.isnan(leg_to_torso_ratio(_lm(TORSO + LEGS, nan_knee, [1, 1, 1, 1, 0, 1, 1, 1])))
 
 
 # --------------------------------------------------------------------------------------------- fusion
@@ -577,6 +610,36 @@ def test_rotation_policy_passes(backend, lying_render, monkeypatch, rotation, im
     image = np.ascontiguousarray(np.rot90(lying_render[0], image_k))
     assert backend.detect(image) is not None
     assert passes == expected_passes
+
+
+def test_regression_ffp_arms_down_653_upside_down_reading_is_not_kept(backend, monkeypatch):
+    """ffp-arms-down#653 (FFP -> HFS) and prone children (HFP -> FFS): BlazePose read the prone body
+    upside down in the head-up view (face on the buttocks, legs folded onto the back: legs 0.2-1.1 torso
+    lengths) with a confident score, and "auto" kept it. It is now only a candidate: the other turns are
+    tried and the plausible reading wins."""
+    folded = _skeleton((1, 0), 20.0, score=0.95)  # head right: upright after one turn (k = 1)
+    good = _skeleton((-1, 0), 160.0, score=0.85)  # head left: upright after three turns
+    readings = {1: folded, 3: folded, 2: good, 0: good}
+    passes = []
+
+    def fake(image, k):
+        passes.append(k)
+        return readings[k]
+
+    monkeypatch.setattr(backend, "detect_rotated", fake)
+    image = np.zeros((H, W, 3), np.uint8)
+    assert backend.detect(image) is good
+    assert passes == [1, 3, 2]
+    monkeypatch.setattr(backend, "rotation", "all")
+    assert backend.detect(image) is good  # the most confident plausible reading, not the most confident
+    # nothing plausible: the most confident reading, as before
+    readings.update({2: folded, 0: _skeleton((-1, 0), 20.0, score=0.5)})
+    monkeypatch.setattr(backend, "rotation", "auto")
+    assert backend.detect(image) is folded
+    # a plausible reading in the head-up view is taken at once
+    passes.clear()
+    readings.update({1: good})
+    assert backend.detect(image) is good and passes == [1, 3]
 
 
 @pytest.mark.parametrize(

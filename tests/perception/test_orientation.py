@@ -19,6 +19,7 @@ from positioning.perception.orientation import (
     ArmState,
     OrientationResult,
     PatientPosition,
+    axial_profile,
     estimate_arm_state,
     estimate_orientation,
     position_from_axes,
@@ -70,6 +71,64 @@ def hand_made(
         names=names, points_mm=pts, surface_mm=pts, confidence=np.full(len(names), 0.9),
         uv_px=np.zeros((len(names), 2)), backend="hand",
     )  # fmt: skip
+
+
+#: Surface height above the table (mm) along the centre line, at multiples of the torso length superior
+#: of the hips, as the simulated bodies show it (central band, 90th percentile): supine, the pelvis, the
+#: abdomen and chest level or above it, the neck dip, the face; prone, the buttocks the highest, the back
+#: falling off toward the head, the back of the head low; obese supine, the belly far above the pelvis and
+#: the face (the cases where MediaPipe put the face on the hands crossed above the head).
+PROFILES = {
+    "supine": [(-2.0, 120), (-1.2, 100), (-0.5, 160), (0.0, 200), (0.3, 225), (0.7, 235), (0.95, 170),
+               (1.05, 130), (1.2, 200), (1.4, 225), (1.6, 170), (1.75, 60)],
+    "prone": [(-2.0, 80), (-1.0, 150), (-0.4, 240), (0.0, 330), (0.3, 260), (0.7, 225), (1.0, 190),
+              (1.2, 140), (1.4, 150), (1.6, 120), (1.75, 60)],
+    "obese_supine": [(-2.0, 120), (-0.5, 180), (0.0, 280), (0.3, 330), (0.6, 300), (0.9, 220),
+                     (1.05, 150), (1.25, 230), (1.45, 240), (1.6, 160), (1.75, 60)],
+}  # fmt: skip
+TORSO_MM = 450.0  # the canonical body's shoulder-hip distance
+
+
+def _profile_height(profile: str, along: np.ndarray) -> np.ndarray:
+    knots = np.array(PROFILES[profile], dtype=float)
+    return np.interp(along, knots[:, 0], knots[:, 1])
+
+
+def surface_cloud(
+    code: str, profile: str, *, yaw_deg: float = 2.5, lateral_mm: float = 35.0, step_mm: float = 10.0
+) -> np.ndarray:
+    """Patient surface points (scanner frame) of the canonical body lying in ``code`` (placed as
+    :func:`hand_made` places it), with the height profile ``profile`` along its centre line: trunk 340 mm
+    wide, head 160 mm, legs 320 mm."""
+    s_axis, _p, left = BODY_AXES[PatientPosition(code)]
+    c, si = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+    yaw = np.array([[c, -si, 0], [si, c, 0], [0, 0, 1.0]])
+    along, lat = np.meshgrid(np.arange(-2.0, 1.75, step_mm / TORSO_MM), np.arange(-170, 171, step_mm))
+    along, lat = along.ravel(), lat.ravel()
+    half_width = np.where(along > 1.05, 80.0, 170.0)
+    keep = np.abs(lat) <= half_width
+    along, lat = along[keep], lat[keep]
+    xy = (yaw @ (np.outer(along * TORSO_MM, s_axis) + np.outer(lat, left)).T).T[:, :2]
+    xy += np.array([lateral_mm, -900.0])
+    z = TABLE_Z_MM + _profile_height(profile, along)
+    return np.column_stack([xy, z])
+
+
+def seen_from_above(lm: Landmarks3D, profile: str, names: tuple[str, ...]) -> Landmarks3D:
+    """``lm`` with the visible surface of ``names`` at the profile's height (as the camera sees the trunk
+    and the head), not at the joint centres."""
+    surface = lm.surface_mm.copy()
+    hips = (lm.point("left_hip") + lm.point("right_hip")) / 2
+    sup = (lm.point("left_shoulder") + lm.point("right_shoulder")) / 2 - hips
+    sup = sup[:2] / np.linalg.norm(sup[:2])
+    for n in names:
+        along = float((lm.point(n) - hips)[:2] @ sup) / TORSO_MM
+        surface[lm.index(n)][2] = TABLE_Z_MM + float(_profile_height(profile, np.array(along)))
+    return lm.replace(surface_mm=surface)
+
+
+_FACE = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
+_TRUNK = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 
 
 # ----------------------------------------------------------------------------------- conventions
@@ -193,6 +252,178 @@ def test_trunk_width_cue_from_patient_points():
     assert o_wide.position == "HFS"
     with pytest.raises(ValueError, match="patient_points_mm"):
         estimate_orientation(lm, patient_points_mm=np.zeros((5, 2)))
+
+
+def test_axial_profile_pin():
+    """Lopsided case: yawed, off-centre centre line, torso 450 mm; a raised step over the hips, a high
+    arm beside the body (outside the band) and a bin too sparse to count."""
+    yaw = math.radians(10.0)
+    sup = np.array([math.sin(yaw), math.cos(yaw)])  # superior, mostly +y
+    lat = np.array([-sup[1], sup[0]])
+    origin = np.array([60.0, -1000.0, 5.0])
+    along, across = np.meshgrid(np.arange(-0.4, 0.4, 0.01) * 450.0, np.arange(-40.0, 41.0, 10.0))
+    along, across = along.ravel(), across.ravel()
+    xy = origin[:2] + np.outer(along, sup) + np.outer(across, lat)
+    z = np.where(np.abs(along) < 0.1 * 450.0, 120.0, 20.0)
+    arm = np.column_stack([origin[:2] + np.outer(np.zeros(50), sup) + 200.0 * lat, np.full(50, 900.0)])
+    sparse = np.array([[*(origin[:2] + 1.0 * 450.0 * sup), 700.0]] * 3)
+    cloud = np.vstack([np.column_stack([xy, z]), arm, sparse])
+    centres, heights = axial_profile(cloud, origin, sup, 450.0, band_fraction=0.12, bin_fraction=0.05)
+    assert centres.shape == heights.shape == (100,)
+    np.testing.assert_allclose(centres[[0, 50, -1]], [-2.475, 0.025, 2.475])
+    at = {round(float(cc), 3): h for cc, h in zip(centres, heights, strict=True)}
+    assert at[0.025] == pytest.approx(120.0) and at[-0.025] == pytest.approx(120.0)
+    assert at[0.225] == pytest.approx(20.0) and at[-0.225] == pytest.approx(20.0)
+    assert math.isnan(at[1.025])  # 3 points: fewer than min_points
+    assert np.nanmax(heights) == pytest.approx(120.0)  # the arm beside the body is outside the band
+    # z is not relative to anything: shifting the cloud shifts the heights
+    _, shifted = axial_profile(cloud + np.array([0, 0, 100.0]), origin, sup, 450.0)
+    np.testing.assert_allclose(shifted, heights + 100.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((np.zeros((5, 2)), np.zeros(3), np.array([0, 1.0]), 450.0), r"points_mm must be \(N, 3\)"),
+        ((np.zeros(3), np.zeros(3), np.array([0, 1.0]), 450.0), r"points_mm must be \(N, 3\)"),
+        ((np.zeros((5, 3)), np.zeros(3), np.array([0, 1.0]), 0.0), "torso_mm must be > 0"),
+        ((np.zeros((5, 3)), np.zeros(3), np.array([0, 1.0]), float("nan")), "torso_mm must be > 0"),
+    ],
+)
+def test_axial_profile_invalid(args, match):
+    with pytest.raises(ValueError, match=match):
+        axial_profile(*args)
+
+
+def test_axial_profile_of_no_points_is_empty():
+    centres, heights = axial_profile(np.zeros((0, 3)), np.zeros(3), np.array([0, 1.0]), 450.0)
+    assert len(centres) == len(heights) and np.all(np.isnan(heights))
+
+
+@pytest.mark.parametrize("code", ["HFS", "HFP", "FFS", "FFP"])
+@pytest.mark.parametrize("arms", ["sides", "raised"])
+def test_surface_profile_cues(code, arms):
+    """Trunk and head seen from above as the simulated bodies are, and their surface points: every cue
+    points the right way, with the labels swapped too (the profile and the head decide)."""
+    profile = "supine" if code.endswith("S") else "prone"
+    lm = seen_from_above(hand_made(code, arms), profile, _FACE + _TRUNK)
+    cloud = surface_cloud(code, profile)
+    sign = 1.0 if code.endswith("S") else -1.0
+    for landmarks in (lm, swap_left_right(lm)):
+        o = estimate_orientation(landmarks, patient_points_mm=cloud)
+        assert o.position == code, o.evidence
+        ev = o.evidence
+        for cue in ("head_hip", "cloud_head_hip", "hip_rise"):
+            assert sign * ev[f"supine_score_{cue}"] > 0.5, (cue, ev)
+
+
+# ------------------------------------------------------------------- regressions (benchmark failures)
+
+
+def test_regression_hfp_arms_up_504_face_off_the_body():
+    """hfp-arms-up#504 (HFP, raised -> HFS): MediaPipe put the face just beyond the crown, off the body,
+    so the face had no depth and no height; the head-hip cue was missing and the labels (MediaPipe saw a
+    face: supine chirality) decided. The surface profile decides now."""
+    lm = swap_left_right(seen_from_above(hand_made("HFP", "raised"), "prone", _FACE + _TRUNK))
+    conf = lm.confidence.copy()
+    for n in _FACE:
+        conf[lm.index(n)] = 0.0  # lifting gives no-depth landmarks confidence 0
+    lm = lm.replace(confidence=conf)
+    cloud = surface_cloud("HFP", "prone")
+    o = estimate_orientation(lm, patient_points_mm=cloud)
+    assert o.position == "HFP" and o.labels_swapped, o.evidence
+    assert math.isnan(o.evidence["landmark_head_z_mm"]) and math.isfinite(o.evidence["cloud_head_z_mm"])
+    assert o.evidence["supine_score_labels"] == pytest.approx(0.25, abs=0.01)  # weak toward supine
+
+
+def test_regression_ffp_arms_down_529_prone_head_held_high():
+    """ffp-arms-down#529 (FFP, sides -> FFS): the back of the head was high for a prone patient (head-hip
+    -0.175, the boundary -0.15) and the labels said supine at weight 0.5. The profile (buttocks the
+    highest, the back falling off toward the head) outweighs both."""
+    lm = swap_left_right(seen_from_above(hand_made("FFP", "sides"), "prone", _TRUNK))
+    surface = lm.surface_mm.copy()
+    hips_z = (surface[lm.index("left_hip")][2] + surface[lm.index("right_hip")][2]) / 2
+    for n in _FACE:
+        surface[lm.index(n)][2] = hips_z - 0.175 * TORSO_MM
+    lm = lm.replace(surface_mm=surface)
+    o = estimate_orientation(lm, patient_points_mm=surface_cloud("FFP", "prone"))
+    assert o.position == "FFP" and o.labels_swapped, o.evidence
+    assert o.evidence["supine_score"] < -1.0
+
+
+@pytest.mark.parametrize("case", ["obese#530", "obese#554"])
+def test_regression_obese_530_554_face_put_on_the_hands(case):
+    """obese#530 and #554 (HFS, raised -> HFP): the forearms crossed above the head; MediaPipe put the
+    face (and the shoulders, at the elbows) on them, 200-250 mm superior of the head and as low as the
+    hands, and the obese belly made the hips high: head-hip -0.29 and -0.38. The head's height now comes
+    from the profile where the face landmarks are lower, and the belly rises above the pelvis."""
+    lm = seen_from_above(hand_made("HFS", "raised"), "obese_supine", _TRUNK)
+    points, surface = lm.points_mm.copy(), lm.surface_mm.copy()
+    sup = BODY_AXES[PatientPosition.HFS][0]
+    for n in _FACE:
+        i = lm.index(n)
+        points[i] = points[i] + 250.0 * sup
+        surface[i] = points[i]
+        surface[i][2] = TABLE_Z_MM + 40.0  # on the hands, lying on the head holder
+    lm = lm.replace(points_mm=points, surface_mm=surface)
+    cloud = surface_cloud("HFS", "obese_supine")
+    o = estimate_orientation(lm, patient_points_mm=cloud)
+    assert o.position == "HFS", (case, o.evidence)
+    assert o.evidence["landmark_head_z_mm"] == pytest.approx(TABLE_Z_MM + 40.0)
+    assert o.evidence["cloud_head_z_mm"] > TABLE_Z_MM + 200.0
+
+
+@pytest.mark.parametrize("code", ["HFS", "FFP"])
+@pytest.mark.parametrize("missing", ["left_shoulder", "right_hip"])
+def test_regression_obese_530_one_shoulder_without_depth(code, missing):
+    """obese#530 (HFS -> HFDL once the segmentation dropped the low left shoulder pixel): with one
+    shoulder the body axis ran from the hips to that shoulder, 12 degrees off, and the nose lay 125 mm
+    off the centre line (a decubitus cue). The seen shoulder is projected onto the axis across the hips."""
+    lm = hand_made(code, "raised", yaw_deg=4.0)
+    conf = lm.confidence.copy()
+    conf[lm.index(missing)] = 0.0
+    o = estimate_orientation(lm.replace(confidence=conf))
+    assert o.position == code, o.evidence
+    assert abs(o.evidence["nose_lateral_mm"]) < 20.0
+    assert o.evidence["torso_mm"] == pytest.approx(450.0, abs=15.0)
+    a = estimate_arm_state(lm.replace(confidence=conf), o)
+    assert a.state == "raised", a.evidence
+
+
+def test_regression_hfs_arms_up_536_shoulders_drawn_up_to_the_elbows():
+    """hfs-arms-up#536 (HFS, raised -> arms None): with the arms raised MediaPipe put both shoulders
+    about 100 mm superior, 0.14 torso lengths from the elbows; the shoulder-elbow test called both arms
+    folded-up lost arms. The whole arm (0.69 torso lengths) is plausible: raised."""
+    lm = hand_made("HFS", "raised")
+    pts = lm.points_mm.copy()
+    for side in ("left", "right"):
+        sh, el = lm.point(f"{side}_shoulder"), lm.point(f"{side}_elbow")
+        pts[lm.index(f"{side}_shoulder")] = sh + 0.7 * (el - sh)
+    moved = lm.replace(points_mm=pts, surface_mm=pts)
+    a = estimate_arm_state(moved, estimate_orientation(lm))
+    assert a.state == "raised" and a.per_arm == {"left": "raised", "right": "raised"}, a.evidence
+    assert a.evidence["left_upper_arm_over_torso"] < 0.15 and "left_implausible_arm" not in a.evidence
+
+
+def test_regression_ffp_arms_down_529_wrist_on_the_back_is_not_on_the_chest():
+    """ffp-arms-down#529, once read prone: MediaPipe put a wrist (confidence 0.3) on the buttocks near the
+    centre line; face down the chest faces the table, so a wrist seen on the back is not on the chest."""
+    lm = hand_made("FFP", "sides")
+    pts = lm.points_mm.copy()
+    o = estimate_orientation(lm)
+    sh = (lm.point("left_shoulder") + lm.point("right_shoulder")) / 2
+    hip = (lm.point("left_hip") + lm.point("right_hip")) / 2
+    for side, dx in (("left", 25.0), ("right", -25.0)):
+        w = sh + 0.8 * (hip - sh) + dx * o.left
+        w[2] = hip[2] + 20.0  # on the back's surface, a little above the hips' joint height
+        pts[lm.index(f"{side}_wrist")] = w
+    on_back = lm.replace(points_mm=pts, surface_mm=pts)
+    a = estimate_arm_state(on_back, o)
+    assert a.state == "sides", a.evidence
+    assert a.evidence["left_chest_margin_mm"] < 0 and a.evidence["left_anterior_mm"] < 0
+    # supine, the same wrist on the (visible) anterior surface is on the chest
+    sup = hand_made("FFS", "chest")
+    assert estimate_arm_state(sup, estimate_orientation(sup)).state == "chest"
 
 
 def test_result_is_a_plain_dataclass():

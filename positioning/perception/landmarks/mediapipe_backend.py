@@ -45,6 +45,8 @@ __all__ = [
     "blazepose_to_landmarks",
     "default_model_path",
     "upright_rotation",
+    "leg_to_torso_ratio",
+    "DEFAULT_MIN_LEG_RATIO",
 ]
 
 #: The 33 BlazePose landmarks in model order (mediapipe/modules/pose_landmark/pose_landmark_by_roi_cpu
@@ -91,8 +93,8 @@ MODEL_PATH_ENV = "POSITIONING_POSE_MODEL"
 
 #: ``"auto"``: turn the image's long axis upright; once a person is found, turn again so that the body's
 #: head points up (from the hip-to-shoulder axis) and keep that result; try the other turns only while
-#: nothing confident is found. ``"all"``: all four quarter turns, keep the most confident. ``"none"``: the
-#: image as given.
+#: nothing confident and plausible is found (see :func:`leg_to_torso_ratio`). ``"all"``: all four quarter
+#: turns, keep the most confident plausible one. ``"none"``: the image as given.
 RotationPolicy = Literal["auto", "all", "none"]
 _ROTATION_POLICIES = ("auto", "all", "none")
 _BUILD_COMMAND = "python -m positioning.perception.landmarks.model_build"
@@ -165,6 +167,33 @@ def upright_rotation(landmarks: Landmarks2D) -> int | None:
     return int(np.round((90.0 - angle_deg) / 90.0)) % 4
 
 
+#: Smallest plausible :func:`leg_to_torso_ratio` (adults and children lying on the table: 1.3-2.0 from the
+#: ceiling camera, down to 1.07 seen obliquely; BlazePose's upside-down readings of prone bodies: 0.17-1.14).
+DEFAULT_MIN_LEG_RATIO = 1.2
+
+
+def leg_to_torso_ratio(landmarks: Landmarks2D) -> float:
+    """Length of the legs over the length of the trunk in the image: mean hip to mean knee plus mean knee
+    to mean ankle, over mean hip to mean shoulder.
+
+    BlazePose sometimes reads a prone body from above upside down: the face on the buttocks, the hips at
+    the shoulders and the legs folded up onto the upper body (ratio 0.2-1.1, against 1.3-2.0 for a
+    correct reading). A low ratio marks such a reading.
+
+    Convention: pixel distances in the landmarks' own grid (any turn gives the same ratio).
+
+    Returns:
+        The ratio, or NaN when a shoulder, hip, knee or ankle has no position.
+    """
+    needed = ("shoulder", "hip", "knee", "ankle")
+    if not all(f"{side}_{j}" in landmarks for side in ("left", "right") for j in needed):
+        return float("nan")
+    mid = {j: (landmarks.uv(f"left_{j}") + landmarks.uv(f"right_{j}")) / 2 for j in needed}
+    torso = float(np.linalg.norm(mid["shoulder"] - mid["hip"]))
+    legs = float(np.linalg.norm(mid["hip"] - mid["knee"]) + np.linalg.norm(mid["knee"] - mid["ankle"]))
+    return legs / torso if torso > 0 else float("nan")
+
+
 class MediaPipePoseBackend:
     """BlazePose (MediaPipe Tasks ``PoseLandmarker``, IMAGE mode) as a :class:`~.base.LandmarkBackend`.
 
@@ -176,8 +205,10 @@ class MediaPipePoseBackend:
         min_detection_confidence: BlazePose person-detector threshold in [0, 1].
         min_presence_confidence: pose-presence threshold of the landmark model in [0, 1].
         rotation: how to turn the image upright, see :data:`RotationPolicy`.
-        accept_score: in ``"auto"``, a result with :attr:`Landmarks2D.score` at least this is kept without
-            trying further turns.
+        accept_score: in ``"auto"``, a result with :attr:`Landmarks2D.score` at least this (and plausible)
+            is kept without trying further turns.
+        min_leg_ratio: a result whose :func:`leg_to_torso_ratio` is below this is implausible (an
+            upside-down reading): other turns are tried and a plausible result is preferred.
         include_extra: also report :data:`EXTRA_LANDMARKS` after the COCO-17.
 
     Raises:
@@ -196,6 +227,7 @@ class MediaPipePoseBackend:
         min_presence_confidence: float = 0.5,
         rotation: RotationPolicy = "auto",
         accept_score: float = 0.8,
+        min_leg_ratio: float = DEFAULT_MIN_LEG_RATIO,
         include_extra: bool = True,
     ) -> None:
         for label, value in (
@@ -210,6 +242,9 @@ class MediaPipePoseBackend:
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self.rotation: RotationPolicy = rotation
         self.accept_score = float(accept_score)
+        if not float(min_leg_ratio) >= 0.0:
+            raise ValueError(f"min_leg_ratio must be >= 0, got {min_leg_ratio}")
+        self.min_leg_ratio = float(min_leg_ratio)
         self.names: tuple[str, ...] = COCO_LANDMARKS + (EXTRA_LANDMARKS if include_extra else ())
         if not self.model_path.is_file():
             raise ModelNotFoundError(
@@ -285,7 +320,7 @@ class MediaPipePoseBackend:
         if self.rotation == "all":
             for k in order:
                 run(k)
-            return _best(results)
+            return _best(results, self.min_leg_ratio)
         candidates: list[Landmarks2D] = []
         for k in order:
             run(k)
@@ -294,15 +329,21 @@ class MediaPipePoseBackend:
                 continue
             # The body axis is known now: look again with the head up, as BlazePose was trained, and prefer
             # that view. Any turn of the same image then ends in the same upright pixels, so the result
-            # does not depend on how the camera image happened to be oriented.
+            # does not depend on how the camera image happened to be oriented. An upside-down reading
+            # (legs folded onto the body) is not taken over a plausible one, and not accepted: the
+            # remaining turns are tried.
             k_up = upright_rotation(found)
             if k_up is not None and k_up != k:
                 run(k_up)
-                found = results[k_up] or found
-            if found.score >= self.accept_score:
+                up = results[k_up]
+                if up is not None and (
+                    _plausible(up, self.min_leg_ratio) or not _plausible(found, self.min_leg_ratio)
+                ):
+                    found = up
+            if found.score >= self.accept_score and _plausible(found, self.min_leg_ratio):
                 return found
             candidates.append(found)
-        return max(candidates, key=lambda r: r.score) if candidates else None
+        return _best(dict(enumerate(candidates)), self.min_leg_ratio)
 
     def detect_rotated(self, color_rgb: np.ndarray, k: int) -> Landmarks2D | None:
         """One model run on ``np.rot90(color_rgb, k)``; landmarks mapped back to ``color_rgb``'s pixels.
@@ -339,9 +380,15 @@ class MediaPipePoseBackend:
         )
 
 
-def _best(results: dict[int, Landmarks2D | None]) -> Landmarks2D | None:
+def _plausible(landmarks: Landmarks2D, min_leg_ratio: float) -> bool:
+    """False for an upside-down reading; True when it cannot be told (legs or trunk not placed)."""
+    return not leg_to_torso_ratio(landmarks) < min_leg_ratio
+
+
+def _best(results: dict[int, Landmarks2D | None], min_leg_ratio: float) -> Landmarks2D | None:
+    """The most confident plausible result, else the most confident one."""
     found = [r for r in results.values() if r is not None]
-    return max(found, key=lambda r: r.score) if found else None
+    return max(found, key=lambda r: (_plausible(r, min_leg_ratio), r.score)) if found else None
 
 
 def _check_rgb(color_rgb: np.ndarray | None) -> np.ndarray:
