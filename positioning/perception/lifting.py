@@ -52,7 +52,7 @@ from typing import Literal
 import numpy as np
 
 from positioning.frames import Calibration, Intrinsics, RGBDFrame
-from positioning.perception.landmarks.base import Landmarks2D
+from positioning.perception.landmarks.base import Landmarks2D, NamedLandmarks
 
 __all__ = [
     "DepthOffset",
@@ -273,7 +273,7 @@ class LiftSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class Landmarks3D:
+class Landmarks3D(NamedLandmarks):
     """Named 3-D landmarks of one person, in the scanner frame.
 
     Convention: scanner frame (IEC 61217), mm. ``points_mm`` are joint-centre estimates (surface point
@@ -331,19 +331,6 @@ class Landmarks3D:
             object.__setattr__(self, field, a)
         object.__setattr__(self, "confidence", conf)
         object.__setattr__(self, "confidence_2d", conf_2d)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names
-
-    def index(self, name: str) -> int:
-        """Position of ``name`` in :attr:`names`; raises ``KeyError`` if absent."""
-        try:
-            return self.names.index(name)
-        except ValueError:
-            raise KeyError(f"no landmark {name!r}; have {self.names}") from None
 
     def point(self, name: str) -> np.ndarray:
         """``(3,)`` joint-centre estimate of one landmark (scanner frame, mm; NaN if missing)."""

@@ -24,7 +24,13 @@ import numpy as np
 
 from positioning.perception.table import TableEstimate
 
-__all__ = ["ProfileSettings", "SurfaceProfile", "surface_profile", "DEFAULT_PROFILE_SETTINGS"]
+__all__ = [
+    "freeze_slice_arrays",
+    "ProfileSettings",
+    "SurfaceProfile",
+    "surface_profile",
+    "DEFAULT_PROFILE_SETTINGS",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -68,6 +74,18 @@ class ProfileSettings:
 DEFAULT_PROFILE_SETTINGS = ProfileSettings()
 
 
+def freeze_slice_arrays(obj: object) -> None:
+    """Check that every ndarray field of a per-slice dataclass has shape ``(K,)`` with ``K = len(obj.y_mm)``
+    and make it read-only (shared by the surface profile and planning's slice features)."""
+    k = len(obj.y_mm)  # type: ignore[attr-defined]
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        v = getattr(obj, f.name)
+        if isinstance(v, np.ndarray):
+            if v.shape != (k,):
+                raise ValueError(f"{f.name} must have shape ({k},), got {v.shape}")
+            v.setflags(write=False)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SurfaceProfile:
     """Per-slice body surface measurements along scanner y.
@@ -108,13 +126,7 @@ class SurfaceProfile:
     median_x_mm: np.ndarray
 
     def __post_init__(self) -> None:
-        k = len(self.y_mm)
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                if v.shape != (k,):
-                    raise ValueError(f"{f.name} must have shape ({k},), got {v.shape}")
-                v.setflags(write=False)
+        freeze_slice_arrays(self)
 
     def __len__(self) -> int:
         return len(self.y_mm)

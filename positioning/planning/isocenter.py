@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from positioning.perception.profile import SurfaceProfile
+from positioning.perception.profile import SurfaceProfile, freeze_slice_arrays
 from positioning.perception.table import TableEstimate
 from positioning.planning.anatomy import POSTURE_GROUPS, posture_group
 
@@ -121,13 +121,7 @@ class SliceFeatures:
     x_max_mm: np.ndarray
 
     def __post_init__(self) -> None:
-        k = len(self.y_mm)
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                if v.shape != (k,):
-                    raise ValueError(f"{f.name} must have shape ({k},), got {v.shape}")
-                v.setflags(write=False)
+        freeze_slice_arrays(self)
 
     def __len__(self) -> int:
         return len(self.y_mm)

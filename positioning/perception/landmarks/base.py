@@ -26,6 +26,7 @@ import numpy as np
 from positioning.errors import PositioningError
 
 __all__ = [
+    "NamedLandmarks",
     "COCO_LANDMARKS",
     "DEFAULT_AGREE_PX",
     "Landmarks2D",
@@ -74,8 +75,27 @@ class ModelNotFoundError(LandmarkModelError):
     code = "MODEL_NOT_FOUND"
 
 
+class NamedLandmarks:
+    """Name lookup shared by the 2-D and 3-D landmark sets (``names`` is a tuple of landmark names)."""
+
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def index(self, name: str) -> int:
+        """Position of ``name`` in :attr:`names`; raises ``KeyError`` if absent."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"no landmark {name!r}; have {self.names}") from None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class Landmarks2D:
+class Landmarks2D(NamedLandmarks):
     """Named 2-D landmarks of one person in one image.
 
     Convention: see the module docstring; ``uv_px`` is in the pixel grid of the image the backend read
@@ -136,19 +156,6 @@ class Landmarks2D:
         object.__setattr__(self, "confidence", conf)
         object.__setattr__(self, "score", score)
         object.__setattr__(self, "image_shape", shape)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names
-
-    def index(self, name: str) -> int:
-        """Position of ``name`` in :attr:`names`; raises ``KeyError`` if absent."""
-        try:
-            return self.names.index(name)
-        except ValueError:
-            raise KeyError(f"no landmark {name!r}; have {self.names}") from None
 
     def uv(self, name: str) -> np.ndarray:
         """``(2,)`` pixel position ``(u, v)`` of one landmark (NaN if the backend could not place it)."""
