@@ -67,12 +67,11 @@ Convention: scanner frame (IEC 61217: +x lateral, +y into the gantry, +z up), mm
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
-from collections.abc import Mapping
 
 import numpy as np
 
+from positioning.conventions import BODY_AXES, ArmState, PatientPosition
 from positioning.perception.lifting import Landmarks3D
 
 __all__ = [
@@ -90,44 +89,6 @@ __all__ = [
     "swap_left_right",
 ]
 
-
-class PatientPosition(enum.StrEnum):
-    """DICOM Patient Position (0018,5100) codes."""
-
-    HFS = "HFS"
-    HFP = "HFP"
-    FFS = "FFS"
-    FFP = "FFP"
-    HFDL = "HFDL"
-    HFDR = "HFDR"
-    FFDL = "FFDL"
-    FFDR = "FFDR"
-
-
-class ArmState(enum.StrEnum):
-    """Where the arms are, as CT set-ups care about it."""
-
-    SIDES = "sides"  #: along the body
-    RAISED = "raised"  #: above the head
-    CHEST = "chest"  #: hands resting on the chest / abdomen
-
-
-_X, _Y, _Z = np.eye(3)
-#: Scanner-frame unit vectors ``(superior, posterior, left)`` of each position (the table in
-#: ``positioning.sim.placement``).
-BODY_AXES: Mapping[PatientPosition, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
-    PatientPosition.HFS: (_Y, -_Z, _X),
-    PatientPosition.HFP: (_Y, _Z, -_X),
-    PatientPosition.FFS: (-_Y, -_Z, -_X),
-    PatientPosition.FFP: (-_Y, _Z, _X),
-    PatientPosition.HFDL: (_Y, -_X, -_Z),
-    PatientPosition.HFDR: (_Y, _X, _Z),
-    PatientPosition.FFDL: (-_Y, _X, -_Z),
-    PatientPosition.FFDR: (-_Y, -_X, _Z),
-}
-for _axes in BODY_AXES.values():
-    for _a in _axes:
-        _a.setflags(write=False)
 
 _HEAD = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
 _UPPER = (*_HEAD, "left_shoulder", "right_shoulder")

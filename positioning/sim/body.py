@@ -19,7 +19,6 @@ mirrors the left across the sagittal plane: the angle about x is kept, the angle
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import math
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from positioning.conventions import ArmState
 from positioning.native_log import quiet_native_stderr, quiet_native_stderr_at_exit
 
 __all__ = [
@@ -77,12 +77,8 @@ SKELETON_JOINTS: dict[str, str] = {
 }
 
 
-class ArmPose(enum.StrEnum):
-    """Arm positions that matter in CT."""
-
-    SIDES = "sides"  #: arms along the body (head and neck scans, lower extremity)
-    RAISED = "raised"  #: arms above the head (trunk scans)
-    CHEST = "chest"  #: hands resting on the chest / upper abdomen
+#: The simulator's name for :class:`positioning.conventions.ArmState` (one enum for every stage).
+ArmPose = ArmState
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

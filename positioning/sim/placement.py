@@ -50,10 +50,10 @@ Contact model (documented because the true isocenter depends on it):
 from __future__ import annotations
 
 import dataclasses
-import enum
 
 import numpy as np
 
+from positioning.conventions import BODY_AXES, PatientPosition
 from positioning.sim.body import (
     ArmPose,
     BodyModel,
@@ -75,41 +75,6 @@ __all__ = [
 ]
 
 
-class PatientPosition(enum.StrEnum):
-    """DICOM Patient Position (0018,5100) codes."""
-
-    HFS = "HFS"
-    HFP = "HFP"
-    FFS = "FFS"
-    FFP = "FFP"
-    HFDL = "HFDL"
-    HFDR = "HFDR"
-    FFDL = "FFDL"
-    FFDR = "FFDR"
-
-    @property
-    def head_first(self) -> bool:
-        return self.value.startswith("HF")
-
-    @property
-    def lying(self) -> str:
-        """``"supine"``, ``"prone"``, ``"left_decubitus"`` or ``"right_decubitus"``."""
-        return {"S": "supine", "P": "prone", "DL": "left_decubitus", "DR": "right_decubitus"}[self.value[2:]]
-
-
-# (S, P) axes in the scanner frame for each code; L = P x S.
-_AXES: dict[PatientPosition, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
-    PatientPosition.HFS: ((0, 1, 0), (0, 0, -1)),
-    PatientPosition.HFP: ((0, 1, 0), (0, 0, 1)),
-    PatientPosition.FFS: ((0, -1, 0), (0, 0, -1)),
-    PatientPosition.FFP: ((0, -1, 0), (0, 0, 1)),
-    PatientPosition.HFDL: ((0, 1, 0), (-1, 0, 0)),
-    PatientPosition.HFDR: ((0, 1, 0), (1, 0, 0)),
-    PatientPosition.FFDL: ((0, -1, 0), (1, 0, 0)),
-    PatientPosition.FFDR: ((0, -1, 0), (-1, 0, 0)),
-}
-
-
 def scanner_from_body_rotation(position: PatientPosition | str) -> np.ndarray:
     """3x3 rotation mapping body-frame (L, P, S) vectors to the scanner frame for a DICOM position.
 
@@ -120,9 +85,8 @@ def scanner_from_body_rotation(position: PatientPosition | str) -> np.ndarray:
         >>> scanner_from_body_rotation("HFS") @ [1, 0, 0]  # the patient's left, supine head-first
         array([1., 0., 0.])
     """
-    s, p = (np.array(a, dtype=np.float64) for a in _AXES[PatientPosition(position)])
-    left = np.cross(p, s)
-    return np.stack([left, p, s], axis=1)
+    s, p, left = BODY_AXES[PatientPosition(position)]
+    return np.stack([left, p, s], axis=1).astype(np.float64)
 
 
 def mattress_sink_mm(mass_kg: float) -> float:

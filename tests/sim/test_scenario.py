@@ -134,7 +134,7 @@ def test_a_scenario_can_be_loaded_by_path(tmp_path):
         ("{uniform: [0.45, 0.95]}", "{choice: []}", "'choice' needs a non-empty list"),
         ("{uniform: [0.45, 0.95]}", "1.5", "phenotype age must be in \\[0, 1\\]"),
         ("position: HFS", "position: HFX", "'HFX' is not a valid PatientPosition"),
-        ("arms: raised", "arms: akimbo", "'akimbo' is not a valid ArmPose"),
+        ("arms: raised", "arms: akimbo", "'akimbo' is not a valid ArmState"),
         ("model: D435", "model: D415", "malformed"),
         ("width: 848", "width: 640", "unsupported resolution 640x480"),
         ("room: {", "room: {no_such_field: 1, ", "no_such_field"),
