@@ -179,13 +179,21 @@ class SimulatedSession:
             meshes.append(Mesh(v, self.placed.faces, self._colors, Label.PATIENT))
         return render(meshes, self.intrinsics, self.scanner_from_camera)
 
-    def frame(self, index: int) -> tuple[RGBDFrame, FrameTruth]:
-        """Frame ``index``: the noisy RGB-D frame the camera would deliver, and its truth."""
+    def frame(self, index: int, *, timings_s: dict[str, float] | None = None) -> tuple[RGBDFrame, FrameTruth]:
+        """Frame ``index``: the noisy RGB-D frame the camera would deliver, and its truth.
+
+        Args:
+            index: frame index.
+            timings_s: if given, filled with the seconds spent in ``render``, ``noise`` and ``truth``.
+        """
+        t0 = time.perf_counter()
         ideal = self.render_ideal(index)
+        t1 = time.perf_counter()
         rng = np.random.default_rng([self.spec.seed, index])
         depth = apply_depth_noise(ideal.depth_mm, self.intrinsics.fx, rng, self.spec.noise)
         sensor_noise = rng.normal(0.0, 2.0, ideal.color_rgb.shape)
         color = np.clip(ideal.color_rgb + sensor_noise, 0, 255).astype(np.uint8)
+        t2 = time.perf_counter()
         timestamp_ms = index * 1000.0 / self.spec.rig.fps
         frame = RGBDFrame(
             depth_mm=depth,
@@ -199,7 +207,10 @@ class SimulatedSession:
             device_name=f"Intel RealSense {self.spec.rig.model} (simulated)",
             serial="SIM" + f"{self.spec.seed:07d}"[-7:],
         )
-        return frame, self.truth(index, timestamp_ms, ideal.label)
+        truth = self.truth(index, timestamp_ms, ideal.label)
+        if timings_s is not None:
+            timings_s.update(render=t1 - t0, noise=t2 - t1, truth=time.perf_counter() - t2)
+        return frame, truth
 
     def truth(self, index: int, timestamp_ms: float, label: np.ndarray) -> FrameTruth:
         """Ground truth of frame ``index``."""
