@@ -225,12 +225,16 @@ def perceive_recording(
 
 
 def _cmd_perceive(args: argparse.Namespace) -> int:
-    from positioning.perception.overlay import draw_perception
-    from positioning.sim.preview import save_png
-
     recording = Path(args.recording)
     calibration = _load_calibration(recording, args.calibration)
     states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
+    return _report_perception(states, last_frame, recording, json_out=args.json, overlay=args.overlay)
+
+
+def _report_perception(states, last_frame, recording: Path, *, json_out: bool, overlay: str | None) -> int:
+    from positioning.perception.overlay import draw_perception
+    from positioning.sim.preview import save_png
+
     state = states[-1]
     timings: dict[str, list[float]] = {}
     for s in states:
@@ -238,7 +242,7 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
             timings.setdefault(k, []).append(v)
     latency = {k: [float(np.median(v)), float(np.percentile(v, 95))] for k, v in timings.items()}
     doc = state.summary() | {"frames": len(states), "latency_ms": latency}
-    if args.json:
+    if json_out:
         print(json.dumps(doc, indent=2))
     else:
         print(f"frames      {len(states)} from {recording}")
@@ -262,27 +266,33 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {m:.0f}/{p:.0f}" for k, (m, p) in latency.items())
             + " ms (median/p95)"
         )
-    if args.overlay and last_frame is not None and last_frame.color_rgb is not None:
-        path = save_png(args.overlay, draw_perception(last_frame.color_rgb, state))
-        print(f"overlay     {path}", file=sys.stderr if args.json else sys.stdout)
+    if overlay and last_frame is not None and last_frame.color_rgb is not None:
+        path = save_png(overlay, draw_perception(last_frame.color_rgb, state))
+        print(f"overlay     {path}", file=sys.stderr if json_out else sys.stdout)
     return 0 if state.has_patient else 1
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from positioning.planning.protocol import load_protocol
+
+    # a bad protocol fails before the recording is read
+    protocol = load_protocol(args.protocol, search_dirs=args.protocol_dir or ())
+    recording = Path(args.recording)
+    calibration = _load_calibration(recording, args.calibration)
+    states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
+    return _report_plan(states, last_frame, calibration, protocol, args)
+
+
+def _report_plan(states, last_frame, calibration, protocol, args: argparse.Namespace) -> int:
+    """Plan on the last perceived state; ``args`` carries position, bore_mm, table_position, json, overlay."""
     import dataclasses
 
     from positioning.planning.checks import DEFAULT_CHECK_SETTINGS
     from positioning.planning.overlay import draw_plan
     from positioning.planning.plan import PlanSettings, make_plan, plan_summary
-    from positioning.planning.protocol import load_protocol
     from positioning.sim.preview import save_png
 
-    # a bad protocol or setting fails before the recording is read
-    protocol = load_protocol(args.protocol, search_dirs=args.protocol_dir or ())
     checks = dataclasses.replace(DEFAULT_CHECK_SETTINGS, bore_diameter_mm=args.bore_mm)
-    recording = Path(args.recording)
-    calibration = _load_calibration(recording, args.calibration)
-    states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
     plan = make_plan(
         states[-1],
         protocol,
@@ -324,31 +334,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _write_preview(rec, out_dir / f"{args.scenario}.png")
     print()
     print("perception on the recording (tracked over all frames):")
-    _cmd_perceive(
-        argparse.Namespace(
-            recording=str(rec),
-            calibration=None,
-            frames=None,
-            json=False,
-            overlay=str(out_dir / f"{args.scenario}.perception.png"),
-        )
+    from positioning.planning.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    calibration = _load_calibration(rec, None)
+    states, last_frame = perceive_recording(rec, calibration)  # once, for both reports
+    _report_perception(
+        states, last_frame, rec, json_out=False, overlay=str(out_dir / f"{args.scenario}.perception.png")
     )
     print()
     print(f"plan for protocol {args.protocol}:")
-    return _cmd_plan(
-        argparse.Namespace(
-            recording=str(rec),
-            protocol=args.protocol,
-            protocol_dir=None,
-            calibration=None,
-            frames=None,
-            json=False,
-            overlay=str(out_dir / f"{args.scenario}.plan.png"),
-            table_position=None,
-            position=None,
-            bore_mm=700.0,
-        )
+    plan_args = argparse.Namespace(
+        position=None,
+        bore_mm=700.0,
+        table_position=None,
+        json=False,
+        overlay=str(out_dir / f"{args.scenario}.plan.png"),
     )
+    return _report_plan(states, last_frame, calibration, protocol, plan_args)
 
 
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
