@@ -265,7 +265,14 @@ class Perceiver:
             arms, arms_conf = tracked.arms, tracked.arms_confidence  # type: ignore[assignment]
         t["tracking"] = time.perf_counter()
 
-        names = [] if landmarks is None else list(landmarks.names)
+        points, confidence, pixels = {}, {}, {}
+        if landmarks is not None:
+            for i, n in enumerate(landmarks.names):
+                points[n], confidence[n], pixels[n] = (
+                    landmarks.points_mm[i],
+                    float(landmarks.confidence[i]),
+                    landmarks.uv_px[i],
+                )
         stages = list(t)
         timings = {b: 1000.0 * (t[b] - t[a]) for a, b in itertools.pairwise(stages)}
         timings["total"] = 1000.0 * (t[stages[-1]] - t["start"])
@@ -277,11 +284,9 @@ class Perceiver:
             profile=profile,
             patient_points_mm=segment.points_mm,
             patient_mask=segment.mask,
-            landmarks_mm={n: landmarks.points_mm[i] for i, n in enumerate(names)} if landmarks else {},
-            landmark_confidence={n: float(landmarks.confidence[i]) for i, n in enumerate(names)}
-            if landmarks
-            else {},
-            landmarks_uv_px={n: landmarks.uv_px[i] for i, n in enumerate(names)} if landmarks else {},
+            landmarks_mm=points,
+            landmark_confidence=confidence,
+            landmarks_uv_px=pixels,
             patient_position=position,
             position_confidence=float(position_conf),
             arms=arms,
