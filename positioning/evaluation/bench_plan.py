@@ -37,6 +37,7 @@ import numpy as np
 
 from positioning.evaluation.isocenter_fit import SimSample, load_frames
 from positioning.evaluation.truth import true_isocenter
+from positioning.planning.anatomy import PLANNING_LANDMARKS
 from positioning.planning.checks import CheckSettings, Severity
 from positioning.planning.plan import Plan, PlanSettings, TableLimits, make_plan, range_from_levels
 from positioning.planning.protocol import Protocol, load_protocol
@@ -111,6 +112,8 @@ class CaseResult:
     naive_z_err_mm: float = math.nan
     start_err_mm: float = math.nan
     end_err_mm: float = math.nan
+    level_err_mm: dict[str, float] = dataclasses.field(default_factory=dict)
+    plan_ms: float = math.nan
     seconds: float = 0.0
 
 
@@ -277,9 +280,11 @@ def _perceive(perceiver: Any, samples: Sequence[SimSample]) -> Any:
     return state
 
 
-def run_case(case: Case, perceiver: Any) -> CaseResult:
-    """Run one case through perception (tracking over its frames) and planning, and score it."""
+def run_case(case: Case, perceiver: Any, *, use_level_net: bool = True) -> CaseResult:
+    """Run one case through perception (tracking over its frames) and planning, and score it
+    (``use_level_net`` False: levels from the keypoint rules alone)."""
     t0 = time.perf_counter()
+    case = dataclasses.replace(case, settings=dataclasses.replace(case.settings, use_level_net=use_level_net))
     protocol = load_protocol(case.protocol)
     perceiver.reset()
     samples = load_frames(case.scenario, case.seed, case.frames)
@@ -290,8 +295,10 @@ def run_case(case: Case, perceiver: Any) -> CaseResult:
         tr = truth_range(sample, protocol)
         if tr is not None:
             given = (tr[0] + case.range_change_mm[0], tr[1] + case.range_change_mm[1])
+    tp = time.perf_counter()
     plan = make_plan(state, protocol, settings=case.settings, expected_position=case.expected_position,
                      scan_range_mm=given)  # fmt: skip
+    plan_ms = (time.perf_counter() - tp) * 1000.0
     moved = 0.0
     if case.moved_frames:
         later = load_frames(case.scenario, case.seed, case.moved_frames)
@@ -306,6 +313,7 @@ def run_case(case: Case, perceiver: Any) -> CaseResult:
         if c.code not in codes or c.severity is Severity.ERROR:
             codes[str(c.code)] = str(c.severity)
     labels = _labels(case, sample, protocol, plan, moved)
+    plan_json = plan.to_json()
     r: dict[str, Any] = {}
     rng, iso = plan.scan_range, plan.isocenter
     tr = truth_range(sample, protocol)
@@ -325,14 +333,21 @@ def run_case(case: Case, perceiver: Any) -> CaseResult:
             except ValueError:
                 pass
             r.update(start_err_mm=rng.start_mm - tr[0], end_err_mm=rng.end_mm - tr[1])
+    if sample.position is not None:
+        truth = truth_levels(sample)
+        planned_landmarks = plan_json.get("landmarks") or {}
+        r["level_err_mm"] = {
+            k: float(planned_landmarks[k][1]) - v for k, v in truth.items() if k in planned_landmarks
+        }
     return CaseResult(
         case=case,
         camera=sample.camera,
         position=sample.position,
-        plan=plan.to_json(),
+        plan=plan_json,
         codes=codes,
         labels=labels,
         seconds=time.perf_counter() - t0,
+        plan_ms=plan_ms,
         **r,
     )
 
@@ -390,17 +405,28 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
         c["precision"] = round(c["tp"] / (c["tp"] + c["fp"]), 3) if c["tp"] + c["fp"] else None  # type: ignore[assignment]
         c["recall"] = round(c["tp"] / (c["tp"] + c["fn"]), 3) if c["tp"] + c["fn"] else None  # type: ignore[assignment]
     out["checks"] = dict(sorted(checks.items()))
+    # landmark levels: one entry per accuracy session (every protocol plans the same levels)
+    first: dict[tuple[str, int], CaseResult] = {}
+    for r in acc:
+        first.setdefault((r.case.scenario, r.case.seed), r)
+    names = [n for n in PLANNING_LANDMARKS if any(n in r.level_err_mm for r in first.values())]
+    out["levels"] = {n: _err_stats([r.level_err_mm.get(n, math.nan) for r in first.values()]) for n in names}
     return out
 
 
 def benchmark_plan(
-    *, seeds_per_scenario: int = 4, include_checks: bool = True, progress: bool = True
+    *,
+    seeds_per_scenario: int = 4,
+    include_checks: bool = True,
+    progress: bool = True,
+    use_level_net: bool = True,
 ) -> tuple[dict[str, Any], list[CaseResult]]:
     """Run the benchmark.
 
     Args:
         seeds_per_scenario: scales the number of sessions (4: about 42 accuracy sessions, 72 check cases).
         include_checks: also run the check cases.
+        use_level_net: fuse the level network into the landmark levels (False: keypoint rules only).
         progress: show a tqdm bar on stderr.
 
     Returns:
@@ -416,9 +442,14 @@ def benchmark_plan(
     results = []
     with Perceiver(settings=PerceiverSettings(track=True)) as perceiver:
         for case in tqdm(cases, desc="plan benchmark", unit="case", file=sys.stderr, disable=not progress):
-            results.append(run_case(case, perceiver))
+            results.append(run_case(case, perceiver, use_level_net=use_level_net))
     summary = summarize(results)
     summary["seconds_per_case"] = round(float(np.median([r.seconds for r in results])), 2)
+    plan_ms = [r.plan_ms for r in results if math.isfinite(r.plan_ms)]
+    summary["make_plan_ms"] = {
+        "median": round(float(np.median(plan_ms)), 1),
+        "p95": round(float(np.percentile(plan_ms, 95)), 1),
+    }
     return summary, results
 
 
@@ -454,6 +485,9 @@ def format_report(summary: dict[str, Any]) -> str:
             lines += [
                 row(names[f], sts[f]) for f in ("iso_z_err_mm", "iso_x_err_mm", "start_err_mm", "end_err_mm")
             ]
+    if summary.get("levels"):
+        lines.append("landmark levels along the table (one per accuracy session):")
+        lines += [row(name, st) for name, st in summary["levels"].items()]
     lines.append("checks (labels from the truth): code, tp fp fn tn, precision, recall")
     for code, c in summary.get("checks", {}).items():
         lines.append(
@@ -472,12 +506,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=4, help="seeds-per-scenario scale (default 4)")
     parser.add_argument("--no-checks", action="store_true", help="accuracy cases only")
     parser.add_argument("--json", type=Path, help="write the summary and per-case results here")
+    parser.add_argument(
+        "--no-level-net", action="store_true", help="landmark levels from the keypoint rules alone"
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     summary, results = benchmark_plan(
-        seeds_per_scenario=1 if args.quick else args.seeds, include_checks=not args.no_checks
+        seeds_per_scenario=1 if args.quick else args.seeds,
+        include_checks=not args.no_checks,
+        use_level_net=not args.no_level_net,
     )
     print(format_report(summary))
+    print(
+        f"make_plan: median {summary['make_plan_ms']['median']} ms, p95 {summary['make_plan_ms']['p95']} ms"
+    )
     print(
         f"({time.perf_counter() - t0:.0f} s, {summary['seconds_per_case']} s per case incl. simulation on a "
         "cache miss)"
@@ -497,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for k, v in dataclasses.asdict(r).items()
                         if isinstance(v, float) and k != "seconds"
                     },
+                    "level_err_mm": {k: round(v, 2) for k, v in r.level_err_mm.items()},
                 }
                 for r in results
             ],

@@ -67,6 +67,8 @@ __all__ = [
     "superior_sign",
     "keypoint_anchors",
     "estimate_levels",
+    "fuse_levels",
+    "DISAGREEMENT_SIGMAS",
 ]
 
 #: Landmarks planning can estimate, superior to inferior.
@@ -95,6 +97,9 @@ TORSO_PRIOR_MM = 470.0
 TORSO_PRIOR_SIGMA_MM = 80.0
 
 LANDMARK_SCHEMA = "positioning.planning.landmarks/1"
+#: Keypoint rule and level network disagreeing by more than this many combined sigmas is reported, and
+#: the fused level's sigma widened to half the disagreement.
+DISAGREEMENT_SIGMAS = 3.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -405,3 +410,53 @@ def estimate_levels(
         levels=levels,
         issues=tuple(issues),
     )
+
+
+def fuse_levels(
+    keypoint_estimate: AnatomyEstimate,
+    net_levels: Mapping[str, Any],
+    *,
+    net_confidence: float = 1.0,
+) -> AnatomyEstimate:
+    """Combine the keypoint-rule levels with the level network's (inverse-variance weighting).
+
+    Each landmark seen by both is the sigma-weighted mean of the two, with sigma
+    ``1 / sqrt(1 / s_k^2 + 1 / s_n^2)``; when they disagree by more than :data:`DISAGREEMENT_SIGMAS`
+    combined sigmas, the sigma is widened to half the disagreement and an issue says so (planning's
+    landmark check then reports the level as uncertain). A landmark only the network gives takes the
+    network's level. The superior direction and anchors stay the keypoint estimate's.
+
+    Convention: scanner y (IEC 61217), mm.
+
+    Args:
+        keypoint_estimate: :func:`estimate_levels`' output.
+        net_levels: landmark name -> object with ``y_mm`` and ``sigma_mm`` (e.g.
+            :class:`positioning.planning.level_net.LevelPrediction`).
+        net_confidence: confidence given to network-only levels, in [0, 1].
+
+    Returns:
+        The fused estimate (``anchor`` reads ``"fused"`` or ``"level_net"`` where the network was used).
+    """
+    levels = dict(keypoint_estimate.levels)
+    issues = list(keypoint_estimate.issues)
+    for name, pred in net_levels.items():
+        yn, sn = float(pred.y_mm), float(pred.sigma_mm)
+        if not (math.isfinite(yn) and math.isfinite(sn) and sn > 0):
+            continue
+        k = levels.get(name)
+        if k is None:
+            levels[name] = LevelEstimate(y_mm=yn, sigma_mm=sn, confidence=net_confidence, anchor="level_net")
+            continue
+        wk, wn = 1.0 / k.sigma_mm**2, 1.0 / sn**2
+        y = (wk * k.y_mm + wn * yn) / (wk + wn)
+        sigma = 1.0 / math.sqrt(wk + wn)
+        d = yn - k.y_mm
+        if abs(d) > DISAGREEMENT_SIGMAS * math.hypot(k.sigma_mm, sn):
+            sigma = max(sigma, abs(d) / 2)
+            issues.append(
+                f"{name}: the keypoints and the body surface disagree by {abs(d):.0f} mm along the table"
+            )
+        levels[name] = LevelEstimate(
+            y_mm=y, sigma_mm=sigma, confidence=max(k.confidence, net_confidence), anchor="fused"
+        )
+    return dataclasses.replace(keypoint_estimate, levels=levels, issues=tuple(issues))

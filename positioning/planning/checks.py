@@ -14,6 +14,7 @@ SECOND_PERSON             warning   someone stands beside the table
 NO_LANDMARKS              error     a patient is seen but no body landmarks
 ORIENTATION_MISMATCH      error     the patient lies in another position than the protocol / console expects
 ORIENTATION_UNCERTAIN     warning   the position could not be decided with confidence
+                          error     ... or the body's shape says the head is at the other end
 ARMS_IN_FIELD             error     the arms are where the protocol does not allow them (in the field)
 ARMS_UNCERTAIN            warning   the arm state could not be decided with confidence
 LANDMARKS_UNCERTAIN       error     the landmarks the range needs are missing or too uncertain to plan
@@ -59,6 +60,7 @@ __all__ = [
     "check_perception",
     "check_orientation",
     "check_arms",
+    "check_head_direction",
     "check_landmarks",
     "check_visible_range",
     "check_range_coverage",
@@ -149,6 +151,9 @@ class CheckSettings:
         max_landmark_sigma_mm: an end landmark less certain than this is an error (plan not trusted).
         warn_landmark_sigma_mm: ... more uncertain than this is a warning.
         min_landmark_confidence: keypoint confidence below this is a warning.
+        min_head_direction_p: the level network's probability that the perceived head direction is right
+            (:class:`~positioning.planning.level_net.LevelNetOutput`) below this is an error ...
+        warn_head_direction_p: ... below this a warning.
         min_visible_fraction: less of the range seen than this is a warning.
         lateral_tolerance_mm: a lateral off-centre above this is a warning.
         moved_threshold_mm: displacement since the confirmed plan (sideways, along the table) above
@@ -166,6 +171,8 @@ class CheckSettings:
     max_landmark_sigma_mm: float = 40.0
     warn_landmark_sigma_mm: float = 25.0
     min_landmark_confidence: float = 0.5
+    min_head_direction_p: float = 0.1
+    warn_head_direction_p: float = 0.3
     min_visible_fraction: float = 0.9
     lateral_tolerance_mm: float = 20.0
     moved_threshold_mm: float = 10.0
@@ -324,6 +331,43 @@ _ARM_ADVICE = {
     ArmState.RAISED: "raise both arms above the head",
     ArmState.CHEST: "rest the hands on the chest",
 }
+
+
+def check_head_direction(
+    head_direction_p: float,
+    position: PatientPosition | str | None,
+    *,
+    settings: CheckSettings = DEFAULT_CHECK_SETTINGS,
+) -> list[Check]:
+    """Does the body's shape agree with the perceived head direction (head first / feet first)?
+
+    A wrong head direction puts every landmark on the wrong side of the body's middle, so the whole
+    range is wrong; the level network reads the direction from the height map independently of the
+    keypoints.
+
+    Args:
+        head_direction_p: probability that the perceived head direction is right, in [0, 1].
+        position: the perceived position (named in the message).
+        settings: thresholds.
+    """
+    if not math.isfinite(head_direction_p) or head_direction_p >= settings.warn_head_direction_p:
+        return []
+    error = head_direction_p < settings.min_head_direction_p
+    other = "feet first" if str(position or "HF").startswith("HF") else "head first"
+    seen = _pos_text(position) if position is not None else "the perceived position"
+    return [
+        Check(
+            code=CheckCode.ORIENTATION_UNCERTAIN,
+            severity=Severity.ERROR if error else Severity.WARNING,
+            message=f"The body's shape suggests the patient lies {other}, not as perceived ({seen}). "
+            "Confirm head first / feet first before planning; the scan range would be placed at the wrong "
+            "end of the body.",
+            details={
+                "perceived": None if position is None else str(position),
+                "head_direction_p": round(head_direction_p, 3),
+            },
+        )
+    ]
 
 
 def check_arms(

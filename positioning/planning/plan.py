@@ -5,7 +5,10 @@ Steps of :func:`make_plan` (each a pure function of its own module):
 
 1. perception's status (no table, empty table, second person) becomes checks; without a patient the
    plan has no position, range or offsets, only the checks saying why;
-2. landmark levels from the COCO keypoints (:mod:`positioning.planning.anatomy`);
+2. landmark levels: the keypoint rules (:mod:`positioning.planning.anatomy`) fused with the level
+   network's reading of the patient's height map (:mod:`positioning.planning.level_net`, when
+   ``models/level_net.pt`` is present and :attr:`PlanSettings.use_level_net`), and the network's check
+   that the body's shape agrees with the perceived head direction;
 3. scan range from the protocol's bounds: the superior bound's landmark plus its margin toward the head,
    the inferior bound's minus its margin toward the feet (head toward +y head first, -y feet first);
    ``start_mm < end_mm`` along scanner y whatever the direction;
@@ -45,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from positioning.perception.heightmap import height_map
 from positioning.perception.orientation import ArmState, PatientPosition
 from positioning.perception.state import PatientState
 from positioning.perception.status import PerceptionStatus
@@ -53,6 +57,7 @@ from positioning.planning.anatomy import (
     AnatomyEstimate,
     LandmarkModel,
     estimate_levels,
+    fuse_levels,
     keypoint_anchors,
     load_landmark_model,
 )
@@ -68,6 +73,7 @@ from positioning.planning.isocenter import (
     predict_centroids,
     slice_features,
 )
+from positioning.planning.level_net import load_level_net
 from positioning.planning.protocol import Protocol, RangeBound, ScanDirection
 
 __all__ = [
@@ -123,12 +129,17 @@ class PlanSettings:
         checks: check thresholds (bore size, FOV, tolerances).
         isocenter_model_path: shape model file (None: ``models/isocenter_model.json``).
         landmark_model_path: landmark rules file (None: ``models/isocenter_landmarks.json``).
+        use_level_net: fuse the level network's levels (read from the height map) with the keypoint
+            rules' (:func:`~positioning.planning.anatomy.fuse_levels`); False: keypoint rules only.
+        level_net_path: level network file (None: ``models/level_net.pt``; absent: keypoint rules only).
     """
 
     table: TableLimits = TableLimits()
     checks: ck.CheckSettings = ck.DEFAULT_CHECK_SETTINGS
     isocenter_model_path: Path | None = None
     landmark_model_path: Path | None = None
+    use_level_net: bool = True
+    level_net_path: Path | None = None
 
 
 DEFAULT_PLAN_SETTINGS = PlanSettings()
@@ -577,6 +588,14 @@ def make_plan(
     anatomy: AnatomyEstimate = estimate_levels(
         state.landmarks_mm, state.landmark_confidence, position=position, model=lm_model
     )
+    net = load_level_net(s.level_net_path) if s.use_level_net else None
+    if net is not None and anatomy.superior_sign != 0:
+        hmap = height_map(state.patient_points_mm, table, anatomy.superior_sign)
+        arms = str(state.arms) if state.arms is not None else None
+        net_out = net.predict(hmap, posture_group(position), arms)
+        anatomy = fuse_levels(anatomy, net_out.levels)
+        found += ck.check_head_direction(net_out.head_direction_p, position, settings=cs)
+        models["level_net"] = net.source
     sign = anatomy.superior_sign
     levels = {k: v.y_mm for k, v in anatomy.levels.items()}
     sigma = {k: v.sigma_mm for k, v in anatomy.levels.items()}

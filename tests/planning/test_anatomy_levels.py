@@ -105,3 +105,47 @@ def test_posture_group_rules_are_used_when_the_position_is_known() -> None:
     assert supine.levels["lung_apex"].y_mm == pytest.approx(-870.0)  # the all-posture prior
     with pytest.raises(ValueError, match="posture groups"):
         LandmarkModel(rules=dict(PRIOR_RULES), group_rules={"sitting": {}})
+
+
+def _net(y_mm: float, sigma_mm: float):
+    from positioning.planning.level_net import LevelPrediction
+
+    return LevelPrediction(y_mm=y_mm, sigma_mm=sigma_mm, spread_mm=sigma_mm)
+
+
+def test_fused_levels_weight_by_inverse_variance() -> None:
+    from positioning.planning.anatomy import fuse_levels
+
+    kp = keypoints_for("HFS", y_shoulders_mm=-1300.0, torso_mm=500.0)
+    est = estimate_levels(kp, position="HFS", model=PRIORS)
+    k = est.levels["xiphoid"]
+    net = {"xiphoid": _net(k.y_mm + 20.0, k.sigma_mm / 2)}  # 4x the weight, 20 mm away
+    fused = fuse_levels(est, net)
+    f = fused.levels["xiphoid"]
+    assert f.y_mm == pytest.approx(k.y_mm + 16.0)
+    assert f.sigma_mm == pytest.approx(k.sigma_mm / np.sqrt(5.0))
+    assert f.anchor == "fused"
+    assert fused.levels["chin"] == est.levels["chin"]  # not given by the network: unchanged
+    assert fused.superior_sign == est.superior_sign and fused.issues == est.issues
+
+
+def test_large_disagreement_widens_sigma_and_says_so() -> None:
+    from positioning.planning.anatomy import DISAGREEMENT_SIGMAS, fuse_levels
+
+    kp = keypoints_for("HFS", y_shoulders_mm=-1300.0, torso_mm=500.0)
+    est = estimate_levels(kp, position="HFS", model=PRIORS)
+    k = est.levels["iliac_crest"]
+    d = DISAGREEMENT_SIGMAS * np.hypot(k.sigma_mm, 10.0) + 30.0
+    fused = fuse_levels(est, {"iliac_crest": _net(k.y_mm - d, 10.0)})
+    assert fused.levels["iliac_crest"].sigma_mm == pytest.approx(d / 2)
+    assert any("iliac_crest" in i and "disagree" in i for i in fused.issues)
+
+
+def test_network_only_levels_and_bad_values() -> None:
+    from positioning.planning.anatomy import fuse_levels
+
+    est = estimate_levels({}, position="HFS", model=PRIORS)  # no keypoints: no levels
+    assert not est.levels
+    fused = fuse_levels(est, {"knee": _net(-2000.0, 12.0), "ankle": _net(float("nan"), 12.0)})
+    assert fused.levels["knee"].y_mm == -2000.0 and fused.levels["knee"].anchor == "level_net"
+    assert "ankle" not in fused.levels

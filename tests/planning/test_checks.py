@@ -14,6 +14,7 @@ from positioning.planning.checks import (
     check_arms,
     check_bore,
     check_fov,
+    check_head_direction,
     check_landmarks,
     check_lateral,
     check_moved,
@@ -62,6 +63,17 @@ def test_orientation() -> None:
     assert codes(check_orientation(FFS, 0.2, (HFS,))) == ["ORIENTATION_UNCERTAIN"]
     assert codes(check_orientation(None, 0.0, (HFS,))) == ["ORIENTATION_UNCERTAIN"]
     assert codes(check_orientation(HFS, 0.2, (HFS,))) == ["ORIENTATION_UNCERTAIN"]
+
+
+def test_head_direction_from_the_body_shape() -> None:
+    assert check_head_direction(0.9, HFS) == []
+    assert check_head_direction(float("nan"), HFS) == []
+    (warn,) = check_head_direction(0.2, HFS)
+    assert warn.code == CheckCode.ORIENTATION_UNCERTAIN and warn.severity is Severity.WARNING
+    (err,) = check_head_direction(0.05, HFS)
+    assert err.severity is Severity.ERROR and "feet first" in err.message and "HFS" in err.message
+    (ff,) = check_head_direction(0.05, FFS)
+    assert "head first" in ff.message and ff.details["head_direction_p"] == 0.05
 
 
 def test_arms() -> None:

@@ -3,6 +3,7 @@ no-patient case, and the checks as they come out of a whole plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -46,7 +47,25 @@ CONTRACT = {
 
 
 def plan_for(state: PatientState, protocol=CHEST, **kw) -> Plan:
-    return make_plan(state, protocol, **MODELS, **kw)
+    """A plan with the prior keypoint rules alone (the hand-made bodies are cylinders: the level network,
+    trained on human shapes, is exercised in test_plan_sim and below)."""
+    settings = kw.pop("settings", PlanSettings())
+    return make_plan(
+        state, protocol, settings=dataclasses.replace(settings, use_level_net=False), **MODELS, **kw
+    )
+
+
+def test_level_network_is_fused_when_enabled(tmp_path) -> None:
+    from test_level_net import _model_file
+
+    state = make_state("HFS")
+    without = plan_for(state)
+    settings = PlanSettings(level_net_path=_model_file(tmp_path))  # random weights: any levels will do
+    with_net = make_plan(state, CHEST, settings=settings, **MODELS)
+    assert with_net.models["level_net"].endswith("level_net.pt") and "level_net" not in without.models
+    lm_with, lm_without = with_net.to_json()["landmarks"], without.to_json()["landmarks"]
+    assert lm_with["xiphoid"][1] != lm_without["xiphoid"][1]
+    assert lm_with["left_shoulder"] == lm_without["left_shoulder"]  # keypoints are not touched
 
 
 # ---------------------------------------------------------------------------------------- convention pins

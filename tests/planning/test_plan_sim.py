@@ -52,3 +52,29 @@ def test_simulated_plan_is_close_to_the_truth(
     ys = [lm[p.superior.landmark][1], lm[p.inferior.landmark][1]]
     assert r.start_mm - 50 < min(ys) and max(ys) < r.end_mm + 50
     assert np.isfinite(plan.to_json()["dose"]["centering"]["current"]["surface_dose_increase"]["percent"])
+
+
+@pytest.mark.parametrize("scenario", ["hfs-arms-up", "ffs-arms-up", "hfp-arms-up", "hfs-arms-down"])
+def test_level_network_reads_the_levels_of_a_simulated_body(tmp_path: Path, scenario: str) -> None:
+    """The shipped level network on a held-out simulated frame (its own segmentation, the simulated
+    position and arms as perception would report them): every landmark level within 40 mm, median 15."""
+    from positioning.evaluation.bench_plan import truth_levels
+    from positioning.perception.heightmap import height_map
+    from positioning.perception.segmentation import segment_frame
+    from positioning.planning.anatomy import posture_group
+    from positioning.planning.level_net import load_level_net
+
+    net = load_level_net()
+    assert net is not None, "models/level_net.pt is part of the repository"
+    s = load_frames(scenario, 2901, (0,), directory=tmp_path)[0]
+    table, seg = segment_frame(s.frame, s.calibration)
+    sign = 1 if s.position.startswith("HF") else -1
+    out = net.predict(height_map(seg.points_mm, table, sign), posture_group(s.position), s.arms)
+    pred = out.levels
+    assert out.head_direction_p > 0.5
+    turned = net.predict(height_map(seg.points_mm, table, -sign), posture_group(s.position), s.arms)
+    assert turned.head_direction_p < 0.5
+    truth = truth_levels(s)
+    err = np.array([pred[n].y_mm - truth[n] for n in pred])
+    assert np.median(np.abs(err)) < 15.0, dict(zip(pred, err.round(1), strict=True))
+    assert np.max(np.abs(err)) < 40.0, dict(zip(pred, err.round(1), strict=True))
