@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from positioning.evaluation.isocenter_fit import SimSample, load_frames
-from positioning.evaluation.truth import true_isocenter
+from positioning.evaluation.truth import true_isocenter, truth_level_y_mm
 from positioning.planning.anatomy import PLANNING_LANDMARKS
 from positioning.planning.checks import CheckSettings, Severity
 from positioning.planning.plan import Plan, PlanSettings, TableLimits, make_plan, range_from_levels
@@ -189,14 +189,8 @@ def check_cases(seeds_per_scenario: int = 4) -> list[Case]:
 
 
 def truth_levels(sample: SimSample) -> dict[str, float]:
-    """Truth levels (scanner y) of the planning landmarks: the simulator's anatomical landmarks, and the
-    midpoints of the truth knee and ankle keypoints."""
-    out = {k: float(v[1]) for k, v in sample.landmarks_mm.items()}
-    kp = sample.keypoints_mm
-    for joint in ("knee", "ankle"):
-        if f"left_{joint}" in kp and f"right_{joint}" in kp:
-            out[joint] = float((kp[f"left_{joint}"][1] + kp[f"right_{joint}"][1]) / 2)
-    return out
+    """Truth levels (scanner y) of the planning landmarks (:func:`truth_level_y_mm` of the sample)."""
+    return truth_level_y_mm(sample.landmarks_mm, sample.keypoints_mm)
 
 
 def truth_range(sample: SimSample, protocol: Protocol) -> tuple[float, float] | None:

@@ -87,6 +87,7 @@ def _path(directory: Path, scenario: str, seed: int) -> Path:
 def make_sample(scenario: str, seed: int) -> dict[str, np.ndarray] | None:
     """Simulate one frame and build its sample arrays (None when perception finds no patient)."""
     from positioning.errors import PositioningError
+    from positioning.evaluation.truth import truth_level_y_mm
     from positioning.frames import Calibration
     from positioning.native_log import quiet_native_stderr
     from positioning.perception.heightmap import height_map
@@ -111,10 +112,7 @@ def make_sample(scenario: str, seed: int) -> dict[str, np.ndarray] | None:
     position = str(session.spec.placement.position)
     sign = 1 if position.startswith("HF") else -1
     hm = height_map(seg.points_mm, table, sign)
-    levels = {k: float(v[1]) for k, v in truth.landmarks_mm.items()}
-    kp = truth.keypoints_mm
-    for joint in ("knee", "ankle"):
-        levels[joint] = float((kp[f"left_{joint}"][1] + kp[f"right_{joint}"][1]) / 2)
+    levels = truth_level_y_mm(truth.landmarks_mm, truth.keypoints_mm)
     return {
         "version": np.int32(DATA_VERSION),
         "scenario": np.str_(scenario),

@@ -31,11 +31,23 @@ from typing import Any
 import numpy as np
 
 from positioning.evaluation.level_data import FIRST_SEED, LEVEL_SCENARIOS, LevelSample, generate, load_dataset
+from positioning.perception.heightmap import DEFAULT_HEIGHT_MAP_SETTINGS
+from positioning.planning.level_net import (
+    ARM_STATES,
+    LEVEL_NET_SCHEMA,
+    POSTURES,
+    bin_centres_mm,
+    build_level_net,
+    input_planes,
+    soft_argmax,
+)
 
 __all__ = ["split", "to_arrays", "train", "evaluate", "main"]
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 HUBER_MM = 10.0
+#: Height-map cell size the data was made with (the pipeline's default grid).
+CELL_MM = DEFAULT_HEIGHT_MAP_SETTINGS.cell_mm
 MAX_SHIFT_ROWS = 8
 #: Fraction of training maps turned 180 degrees (the wrong head direction) for the direction output.
 TURN_FRACTION = 0.25
@@ -54,7 +66,6 @@ def to_arrays(samples: Sequence[LevelSample]) -> dict[str, np.ndarray]:
     """Stacked inputs and targets: ``maps`` (N, 2, rows, cols) float16 (height, occupancy),
     ``posture`` / ``arms`` (N,) indices, ``target`` (N, L) mm."""
     from positioning.planning.anatomy import posture_group
-    from positioning.planning.level_net import ARM_STATES, POSTURES
 
     maps = np.stack([np.stack([s.height_mm, s.count > 0]) for s in samples]).astype(np.float16)
     return {
@@ -76,12 +87,8 @@ def _batch(
     """
     import torch
 
-    from positioning.planning.level_net import HEIGHT_SCALE_MM, IN_CHANNELS, POSTURES
-
     maps = arrays["maps"][idx].astype(np.float32)
     target = arrays["target"][idx].copy()
-    rows = maps.shape[2]
-    cell = 10.0
     turn = np.full(len(idx), turned)
     if rng is not None:
         flip = rng.random(len(idx)) < 0.5
@@ -94,26 +101,15 @@ def _batch(
                     maps[i, :, :k] = 0
                 else:
                     maps[i, :, k:] = 0
-                target[i] += k * cell
+                target[i] += k * CELL_MM
         turn |= rng.random(len(idx)) < TURN_FRACTION
     maps[turn] = maps[turn][:, :, ::-1, ::-1]
     target[turn] = np.nan
-    x = np.zeros((len(idx), IN_CHANNELS, rows, maps.shape[3]), np.float32)
-    x[:, 0] = np.clip(maps[:, 0], 0, 2 * HEIGHT_SCALE_MM) / HEIGHT_SCALE_MM
-    x[:, 1] = maps[:, 1]
-    n = np.arange(len(idx))
-    x[n, 2 + arrays["posture"][idx]] = 1.0
-    x[n, 2 + len(POSTURES) + arrays["arms"][idx]] = 1.0
+    x = np.stack([
+        input_planes(m[0], m[1], POSTURES[p], ARM_STATES[a])
+        for m, p, a in zip(maps, arrays["posture"][idx], arrays["arms"][idx], strict=True)
+    ])  # fmt: skip
     return torch.from_numpy(x), torch.from_numpy(target), torch.from_numpy((~turn).astype(np.float32))
-
-
-def _soft_argmax(logits: Any, centres: Any) -> tuple[Any, Any]:
-    import torch
-
-    p = torch.softmax(logits, dim=-1)
-    mean = (p * centres).sum(-1)
-    var = (p * (centres - mean[..., None]) ** 2).sum(-1)
-    return mean, var.clamp_min(0).sqrt()
 
 
 def evaluate(
@@ -129,7 +125,7 @@ def evaluate(
         for i in range(0, len(arrays["target"]), batch):
             x, _, _ = _batch(arrays, np.arange(i, min(i + batch, len(arrays["target"]))), None, turned=turned)
             logits, direction = net(x)
-            m, s = _soft_argmax(logits, centres)
+            m, s = soft_argmax(logits, centres)
             preds.append(m.numpy())
             spreads.append(s.numpy())
             dirs.append(torch.sigmoid(direction).numpy())
@@ -152,14 +148,12 @@ def train(
     import torch
     from tqdm import tqdm
 
-    from positioning.planning.level_net import bin_centres_mm, build_level_net
-
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     n, n_lm = train_arrays["target"].shape
     rows = train_arrays["maps"].shape[2]
-    centres = torch.from_numpy(bin_centres_mm(rows, 10.0)).float()
+    centres = torch.from_numpy(bin_centres_mm(rows, CELL_MM)).float()
     half = rows * 10.0 / 2 - 10.0
     net = build_level_net(n_lm, width)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -175,7 +169,7 @@ def train(
             idx = order[i : i + batch]
             x, t, label = _batch(train_arrays, idx, rng)
             logits, direction = net(x)
-            mean, _ = _soft_argmax(logits, centres)
+            mean, _ = soft_argmax(logits, centres)
             valid = (t.abs() < half).float()  # NaN (turned maps) compares False
             err = torch.nan_to_num((mean - t) / HUBER_MM)
             loss = (torch.nn.functional.huber_loss(err, torch.zeros_like(err), reduction="none", delta=1.0)
@@ -238,7 +232,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from positioning.planning.anatomy import PLANNING_LANDMARKS
-    from positioning.planning.level_net import LEVEL_NET_SCHEMA, POSTURES, bin_centres_mm, build_level_net
 
     t0 = time.perf_counter()
     if not args.no_generate:
@@ -262,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nets.append(net)
         histories.append(history)
     rows, cols = tra["maps"].shape[2:]
-    centres = torch.from_numpy(bin_centres_mm(rows, 10.0)).float()
+    centres = torch.from_numpy(bin_centres_mm(rows, CELL_MM)).float()
     outs = [evaluate(n, vaa, centres) for n in nets]
     pred, spread, p_right = (np.mean([o[i] for o in outs], axis=0) for i in range(3))
     p_turned = np.mean([evaluate(n, vaa, centres, turned=True)[2] for n in nets], axis=0)
@@ -312,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "width": args.width,
         "rows": int(rows),
         "cols": int(cols),
-        "cell_mm": 10.0,
+        "cell_mm": CELL_MM,
         "sigma_mm": sigma,
         "spread_ref_mm": {
             n: round(float(np.median(spread[:, j])), 2) for j, n in enumerate(PLANNING_LANDMARKS)

@@ -8,6 +8,7 @@ Convention: all positions are scanner-frame millimetres (IEC 61217).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from positioning.errors import RecordingError
 from positioning.sim.cross_section import CrossSections
 from positioning.sim.session import TRUTH_SCHEMA, truth_path_for
 
-__all__ = ["load_truth", "frame_cross_sections", "true_isocenter", "truth_summary"]
+__all__ = ["load_truth", "frame_cross_sections", "true_isocenter", "truth_level_y_mm", "truth_summary"]
 
 
 def load_truth(recording_or_truth: str | Path) -> dict[str, Any]:
@@ -61,6 +62,18 @@ def true_isocenter(cs: CrossSections, start_mm: float, end_mm: float) -> tuple[f
     if not sel.any():
         raise ValueError(f"no body cross-section between y = {lo:.0f} and {hi:.0f} mm")
     return float(np.mean(cs.centroid_x_mm[sel])), float(np.mean(cs.centroid_z_mm[sel]))
+
+
+def truth_level_y_mm(
+    landmarks_mm: Mapping[str, np.ndarray], keypoints_mm: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """Truth levels (scanner y, mm) of the planning landmarks: the simulator's anatomical landmarks, and
+    ``knee`` / ``ankle`` as the midpoints of the left and right truth joints."""
+    out = {k: float(v[1]) for k, v in landmarks_mm.items()}
+    for joint in ("knee", "ankle"):
+        if f"left_{joint}" in keypoints_mm and f"right_{joint}" in keypoints_mm:
+            out[joint] = float((keypoints_mm[f"left_{joint}"][1] + keypoints_mm[f"right_{joint}"][1]) / 2)
+    return out
 
 
 def truth_summary(doc: dict[str, Any]) -> list[str]:

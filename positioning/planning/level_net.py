@@ -46,6 +46,8 @@ __all__ = [
     "OUT_BINS",
     "build_level_net",
     "input_planes",
+    "soft_argmax",
+    "bin_centres_mm",
     "LevelPrediction",
     "LevelNetOutput",
     "LevelNetPredictor",
@@ -154,6 +156,17 @@ def build_level_net(n_landmarks: int, width: int = 16) -> Any:
     return LevelNet()
 
 
+def soft_argmax(logits: Any, centres: Any) -> tuple[Any, Any]:
+    """Mean and standard deviation (torch tensors, ``(..., L)``) of the softmax distribution of
+    ``(..., L, bins)`` logits over the bin centres ``(bins,)``."""
+    import torch
+
+    p = torch.softmax(logits, dim=-1)
+    mean = (p * centres).sum(-1)
+    var = (p * (centres - mean[..., None]) ** 2).sum(-1)
+    return mean, var.clamp_min(0).sqrt()
+
+
 def bin_centres_mm(rows: int, cell_mm: float, bins: int = OUT_BINS) -> np.ndarray:
     """``(bins,)`` body-axis coordinate of each output bin's centre (the map's ``s``)."""
     step = rows * cell_mm / bins
@@ -241,11 +254,9 @@ class LevelNetPredictor:
         with torch.inference_mode():
             for net in self._nets:
                 logits, direction = net(x)
-                p = torch.softmax(logits, dim=-1)
-                mean = (p * self._centres).sum(-1)
-                var = (p * (self._centres - mean[..., None]) ** 2).sum(-1)
+                mean, spread = soft_argmax(logits, self._centres)
                 means.append(mean.numpy())
-                spreads.append(np.sqrt(var.numpy()))
+                spreads.append(spread.numpy())
                 dirs.append(torch.sigmoid(direction).numpy())
         return (
             np.mean(means, axis=0).astype(np.float64),
