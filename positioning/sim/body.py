@@ -306,14 +306,22 @@ def arm_rotations(
 
 
 def leg_rotations(
-    spread_deg: tuple[float, float] = (6.0, 6.0), *, extension_deg: tuple[float, float] = (0.0, 0.0)
+    spread_deg: tuple[float, float] = (6.0, 6.0),
+    *,
+    extension_deg: tuple[float, float] = (0.0, 0.0),
+    knee_flexion_deg: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, np.ndarray]:
-    """Close the rest pose's legs to a natural lying stance (``upperleg01`` about y, mirrored) and extend
-    the hips about x (positive moves the leg posteriorly)."""
-    return {
+    """Close the rest pose's legs to a natural lying stance (``upperleg01`` about y, mirrored), extend
+    the hips about x (positive moves the leg posteriorly; negative flexes the hip) and flex the knees
+    (``lowerleg01`` about x, positive moves the shank posteriorly)."""
+    rot = {
         "upperleg01.L": rotation_deg("x", extension_deg[0]) @ rotation_deg("y", spread_deg[0]),
         "upperleg01.R": rotation_deg("x", extension_deg[1]) @ rotation_deg("y", -spread_deg[1]),
     }
+    for side, k in zip((".L", ".R"), knee_flexion_deg, strict=True):
+        if k:
+            rot[f"lowerleg01{side}"] = rotation_deg("x", k)
+    return rot
 
 
 def pose_body(
@@ -360,13 +368,15 @@ def body_rotations(
     leg_extension_deg: tuple[float, float] = (0.0, 0.0),
     head_tilt_deg: float = 0.0,
     foot_flexion_deg: float = 0.0,
+    knee_flexion_deg: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, np.ndarray]:
     """All local-ref bone rotations of a lying pose (arms, legs, head, feet); see :func:`pose_body`.
 
-    ``foot_flexion_deg`` is plantar flexion of both feet about x (+ points the toes inferiorly).
+    ``foot_flexion_deg`` is plantar flexion of both feet about x (+ points the toes inferiorly);
+    ``knee_flexion_deg`` flexes each knee (see :func:`leg_rotations`).
     """
     rot = arm_rotations(arms, jitter_deg=arm_jitter_deg, extension_deg=arm_extension_deg)
-    rot |= leg_rotations(leg_spread_deg, extension_deg=leg_extension_deg)
+    rot |= leg_rotations(leg_spread_deg, extension_deg=leg_extension_deg, knee_flexion_deg=knee_flexion_deg)
     if head_tilt_deg:
         rot["head"] = rotation_deg("x", head_tilt_deg)  # +x turns superior toward anterior (-y): flexion
     if foot_flexion_deg:

@@ -90,7 +90,10 @@ __all__ = [
     "DepthNoiseParams",
     "D435_NOISE",
     "D455_NOISE",
+    "D415_NOISE",
+    "NOISE_PRESETS",
     "apply_depth_noise",
+    "dark_surface_dropouts",
     "occlusion_mask",
     "correlated_field",
     "MAX_SLOPE_TAN",
@@ -514,6 +517,46 @@ def apply_depth_noise(
     return z_out.astype(np.uint16)  # <= max_depth_mm / depth_unit_mm <= 65535 (checked in the params)
 
 
+def dark_surface_dropouts(
+    depth: np.ndarray,
+    albedo: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    dark_albedo: float = 0.15,
+    max_rate: float = 0.3,
+    blob_size_px: float = 2.0,
+) -> np.ndarray:
+    """Invalidate depth on dark surfaces, in clumps: a black mattress or dark clothing returns little of
+    the projector's infrared pattern, so the stereo match fails more often there (the share of lost
+    pixels grows linearly from 0 at ``dark_albedo`` to ``max_rate`` at albedo 0).
+
+    Args:
+        depth: ``(H, W)`` uint16 depth (0 = invalid), e.g. from :func:`apply_depth_noise`.
+        albedo: ``(H, W)`` mean albedo of what each pixel sees (0 where nothing).
+        rng: random generator.
+        dark_albedo: albedo below which depth starts to drop out.
+        max_rate: share of pixels lost on a black surface.
+        blob_size_px: Gaussian sigma (pixels) of the clumps.
+
+    Returns:
+        A copy of ``depth`` with the dropouts set to 0.
+    """
+    rate = np.clip((dark_albedo - np.asarray(albedo, np.float32)) / dark_albedo, 0.0, 1.0) * max_rate
+    field = correlated_field(rng, depth.shape, blob_size_px)
+    out = depth.copy()
+    out[_phi(field) < rate] = 0  # the field's CDF is uniform in [0, 1]
+    return out
+
+
+def _phi(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (vectorised, float32; Abramowitz-Stegun 7.1.26, error < 1.5e-7)."""
+    z = np.abs(x).astype(np.float64) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-z * z)
+    return (0.5 * (1.0 + np.sign(x) * erf)).astype(np.float32)
+
+
 def _upper_quantile(rate: float) -> float:
     """Threshold a standard normal exceeds with probability ``rate``."""
     if rate <= 0:
@@ -552,3 +595,11 @@ D435_NOISE = DepthNoiseParams(
 #: same imagers and ASIC family); its Min-Z follows from the baseline (f * 95 / 126, about 0.32 m at
 #: 848x480). Not calibrated against a D455 recording.
 D455_NOISE = dataclasses.replace(D435_NOISE, baseline_mm=95.0)
+
+#: Intel RealSense D415: baseline 55 mm and a narrower field of view (65 x 40 deg, so a longer focal
+#: length: about twice the D435's depth precision at a given distance, as REFERENCES.md says), everything
+#: else as calibrated for the D435. Not calibrated against a D415 recording.
+D415_NOISE = dataclasses.replace(D435_NOISE, baseline_mm=55.0)
+
+#: Noise preset of each camera model.
+NOISE_PRESETS: dict[str, DepthNoiseParams] = {"D435": D435_NOISE, "D455": D455_NOISE, "D415": D415_NOISE}

@@ -24,12 +24,16 @@ and left (L) axes point in the scanner frame. L = P x S keeps the frame right-ha
 Contact model (documented because the true isocenter depends on it):
     1. The body is rotated into the patient position and yawed by ``yaw_deg`` about z.
     2. *Mattress sink*: a foam mattress compresses under the body by ``sink_mm`` =
-       clip(6 + 0.2 (mass_kg - 20), 4, 30) mm: the contact surface lies that far below the free mattress
-       top. The mattress is rendered flat, so the part of the body below the mattress top is hidden, as it
-       is in a real depression.
+       clip(6 + 0.2 (mass_kg - 20), 4, 30) mm times ``0.15 + 1.7 softness`` (``mattress_softness`` 0 is a
+       firm pad the back barely sinks into, 0.5 the reference foam, 1 soft foam the body sinks 25-40 mm
+       into), at most 80 % of the mattress thickness: the contact surface lies that far below the free
+       mattress top. The part of the body below the mattress top is hidden, as it is in a real
+       depression; with ``depression_length_mm`` > 0 the mattress top dips around the body too
+       (:func:`mattress_depression`: soft foam pulled down beside the contact), else it stays flat.
     3. *Tissue flattening*: soft tissue flattens against the contact surface. The body is lowered so that
-       its lowest trunk point lies ``flatten_mm`` = clip(4 + 0.6 (BMI - 18), 4, 25) mm *below* the contact
-       surface, and every vertex below the contact surface is moved up onto it. The back (or front, or
+       its lowest trunk point lies ``flatten_mm`` = clip(4 + 0.6 (BMI - 18), 4, 25) mm times
+       ``flatten_scale`` *below* the contact surface, and every vertex below the contact surface is moved
+       up onto it. The back (or front, or
        side) becomes a flat contact patch whose width grows with weight, as on a CT table. Volume is not
        conserved (the flattened tissue is removed, not displaced sideways); the cross-section truth is
        computed from this final mesh, so truth and rendering agree exactly.
@@ -41,7 +45,10 @@ Contact model (documented because the true isocenter depends on it):
        until its lowest point reaches the contact surface; limbs sink half as deep as the trunk. Arms on
        the chest rest on the body. Feet are plantar-flexed (15 degrees supine; 60 degrees prone, so the
        backs of the feet lie on the mattress). In lateral decubitus the limbs are left as posed (the
-       down-side limbs are flattened by step 3).
+       down-side limbs are flattened by step 3). With a knee rest (``knee_rest_mm`` > 0, supine only) the
+       hips flex from the angle that lays the legs on the mattress until the back of the knees lies
+       ``knee_rest_mm`` above the contact surface (the bolster's crest) and the knees flex twice as
+       much, so the shanks slope back down to the heels.
     5b. *Prone face*: a prone patient's face lies in the opening of a prone head cushion, so head
        vertices are not flattened (the face reaches below the mattress top, hidden as in a real cut-out).
     5. The head rest is a cushion whose top meets the lowest point of the head (see ``positioning.sim.room``).
@@ -55,6 +62,7 @@ import numpy as np
 
 from positioning.conventions import BODY_AXES, PatientPosition
 from positioning.sim.body import (
+    COCO_KEYPOINTS,
     ArmPose,
     BodyModel,
     Phenotype,
@@ -72,7 +80,12 @@ __all__ = [
     "place_body",
     "mattress_sink_mm",
     "tissue_flatten_mm",
+    "mattress_depression",
+    "KNEE_REST_CLEARANCE_MM",
 ]
+
+#: The back of the knee: leg vertices within this distance along the table of the knee joint (mm).
+KNEE_REST_CLEARANCE_MM = 45.0
 
 
 def scanner_from_body_rotation(position: PatientPosition | str) -> np.ndarray:
@@ -89,14 +102,71 @@ def scanner_from_body_rotation(position: PatientPosition | str) -> np.ndarray:
     return np.stack([left, p, s], axis=1).astype(np.float64)
 
 
-def mattress_sink_mm(mass_kg: float) -> float:
-    """How far the mattress compresses under a body of this mass (contact model step 2)."""
-    return float(np.clip(6.0 + 0.2 * (mass_kg - 20.0), 4.0, 30.0))
+def mattress_sink_mm(mass_kg: float, softness: float = 0.5, thickness_mm: float | None = None) -> float:
+    """How far the mattress compresses under a body of this mass (contact model step 2).
+
+    Args:
+        mass_kg: the patient's mass.
+        softness: 0 a firm pad, 0.5 the reference foam, 1 soft foam.
+        thickness_mm: the mattress thickness (the sink stays below 80 % of it), or None.
+    """
+    sink = float(np.clip(6.0 + 0.2 * (mass_kg - 20.0), 4.0, 30.0)) * (0.15 + 1.7 * softness)
+    if thickness_mm is not None:
+        sink = min(sink, 0.8 * thickness_mm)
+    return sink
 
 
-def tissue_flatten_mm(bmi: float) -> float:
+def tissue_flatten_mm(bmi: float, scale: float = 1.0) -> float:
     """How much soft tissue flattens against the contact surface (contact model step 3)."""
-    return float(np.clip(4.0 + 0.6 * (bmi - 18.0), 4.0, 25.0))
+    return float(np.clip(4.0 + 0.6 * (bmi - 18.0), 4.0, 25.0)) * scale
+
+
+def mattress_depression(
+    vertices_mm: np.ndarray,
+    mattress_top_z_mm: float,
+    length_mm: float,
+    x_range_mm: tuple[float, float],
+    y_range_mm: tuple[float, float],
+    *,
+    cell_mm: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How far the mattress top dips below its free height around a body lying in it (contact model).
+
+    Under the body the top lies at the body's lowest point in each plan-view cell; beside it the dip
+    decays as ``exp(-distance / length_mm)`` from the nearest contact (soft foam is pulled down around a
+    heavy body; a firm pad hardly dips at all, because the body hardly sinks into it).
+
+    Convention: scanner frame, mm.
+
+    Args:
+        vertices_mm: ``(V, 3)`` the placed body.
+        mattress_top_z_mm: z of the free mattress top.
+        length_mm: decay length of the dip (> 0).
+        x_range_mm, y_range_mm: the mattress's plan-view extent.
+        cell_mm: grid spacing.
+
+    Returns:
+        ``(x_mm (nx,), y_mm (ny,), dip_mm (ny, nx))``, dips >= 0.
+    """
+    import cv2
+
+    xs = np.arange(x_range_mm[0], x_range_mm[1] + cell_mm, cell_mm)
+    ys = np.arange(y_range_mm[0], y_range_mm[1] + cell_mm, cell_mm)
+    v = np.asarray(vertices_mm, np.float64)
+    below = v[:, 2] < mattress_top_z_mm
+    c = np.round((v[below, 0] - xs[0]) / cell_mm).astype(np.int64)
+    r = np.round((v[below, 1] - ys[0]) / cell_mm).astype(np.int64)
+    ok = (c >= 0) & (c < len(xs)) & (r >= 0) & (r < len(ys))
+    dip = np.zeros((len(ys), len(xs)), np.float32)
+    np.maximum.at(dip, (r[ok], c[ok]), (mattress_top_z_mm - v[below, 2][ok]).astype(np.float32))
+    dip = cv2.morphologyEx(dip, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))  # gaps between vertices
+    if length_mm > 0:
+        decay = float(np.exp(-cell_mm / length_mm))
+        spread = dip.copy()
+        for _ in range(int(np.ceil(4.0 * length_mm / cell_mm))):
+            spread = np.maximum(spread, cv2.dilate(spread, np.ones((3, 3), np.uint8)) * decay)
+        dip = spread
+    return xs, ys, dip.astype(np.float64)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,6 +183,10 @@ class PlacementParams:
         roll_deg: rotation about the body's long axis (degrees; a slightly tilted patient).
         mattress_top_z_mm: scanner z of the free mattress top.
         arm_jitter_deg, leg_spread_deg, head_tilt_deg: natural variation, see :mod:`positioning.sim.body`.
+        mattress_softness: 0 firm pad to 1 soft foam (contact model step 2).
+        mattress_thickness_mm: the mattress thickness (caps the sink), or None.
+        flatten_scale: scales the tissue flattening (contact model step 3).
+        knee_rest_mm: height of a bolster under the knees (0: none; supine only, step 4).
     """
 
     position: PatientPosition
@@ -125,6 +199,10 @@ class PlacementParams:
     arm_jitter_deg: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0, 0, 0), (0, 0, 0))
     leg_spread_deg: tuple[float, float] = (6.0, 6.0)
     head_tilt_deg: float = 0.0
+    mattress_softness: float = 0.5
+    mattress_thickness_mm: float | None = None
+    flatten_scale: float = 1.0
+    knee_rest_mm: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +220,7 @@ class PlacedBody:
         sink_mm, flatten_mm: the contact model's values for this patient.
         arm_extension_deg: the arm angles the contact model chose (left, right).
         leg_extension_deg: the hip angles the contact model chose (left, right).
+        knee_flexion_deg: the knee angles (left, right; non-zero with a knee rest).
         params: the placement that produced it.
     """
 
@@ -157,6 +236,7 @@ class PlacedBody:
     arm_extension_deg: tuple[float, float]
     leg_extension_deg: tuple[float, float]
     params: PlacementParams
+    knee_flexion_deg: tuple[float, float] = (0.0, 0.0)
 
 
 def _orientation(params: PlacementParams) -> np.ndarray:
@@ -205,15 +285,17 @@ def _limb_angles(
     z_shift: float,
     contact_z: float,
     sink_mm: float,
-) -> tuple[tuple[float, float], tuple[float, float]]:
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
     """Contact model step 4: per-side arm and leg angles about the body's x axis that lay the limbs on
-    the mattress, from one batched anny forward pass over candidate angles.
+    the mattress, from one batched anny forward pass over candidate angles (two with a knee rest: the
+    hips then flex from the angle that lays the legs flat until the knees rest on the bolster, the knees
+    twice as much).
 
     Returns:
-        ``((left_arm, right_arm), (left_leg, right_leg))`` in degrees.
+        ``((left_arm, right_arm), (left_leg, right_leg), (left_knee, right_knee))`` in degrees.
     """
     if params.position.lying not in ("supine", "prone"):
-        return (0.0, 0.0), (0.0, 0.0)
+        return (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)
     # A positive angle about x moves a limb hanging down (arms at the sides, legs) posteriorly and an arm
     # pointing up (raised) anteriorly. Supine patients need limbs moved posteriorly, prone ones anteriorly.
     posterior = 1.0 if params.position.lying == "supine" else -1.0
@@ -243,13 +325,34 @@ def _limb_angles(
         first_touch(model.part_mask(f"{s}_leg"), contact_z + 0.5 * sink_mm, posterior)
         for s in ("left", "right")
     )
-    return arms, legs  # type: ignore[return-value]
+    knees = (0.0, 0.0)
+    if params.knee_rest_mm > 0 and params.position.lying == "supine":
+        flex = np.arange(0.0, 50.1, 2.5)
+        batch = [
+            _rotations(params, arms, (legs[0] - f, legs[1] - f), (2.0 * f, 2.0 * f))  # type: ignore[arg-type]
+            for f in flex
+        ]
+        verts, kps, _, _ = model.forward(phenotype, batch)
+        v = verts @ rot_sb.T  # (N, V, 3), z without the shift
+        k = kps @ rot_sb.T
+        target = contact_z + params.knee_rest_mm - z_shift
+        best = []
+        for side in ("left", "right"):
+            leg = model.part_mask(f"{side}_leg")
+            knee_y = k[:, COCO_KEYPOINTS.index(f"{side}_knee"), 1][:, None]
+            near = leg[None, :] & (np.abs(v[..., 1] - knee_y) < KNEE_REST_CLEARANCE_MM)
+            under = np.where(near, v[..., 2], np.inf).min(axis=1)  # the back of the knee
+            best.append(float(flex[int(np.argmin(np.abs(under - target)))]))
+        legs = (legs[0] - best[0], legs[1] - best[1])
+        knees = (2.0 * best[0], 2.0 * best[1])
+    return arms, legs, knees  # type: ignore[return-value]
 
 
 def _rotations(
     params: PlacementParams,
     arms_ext: tuple[float, float],
     legs_ext: tuple[float, float],
+    knees_deg: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, np.ndarray]:
     # Feet plantar-flexed: relaxed when lying; prone feet lie on their backs instead of on the toes.
     return body_rotations(
@@ -260,6 +363,7 @@ def _rotations(
         leg_extension_deg=legs_ext,
         head_tilt_deg=params.head_tilt_deg,
         foot_flexion_deg=60.0 if params.position.lying == "prone" else 15.0,
+        knee_flexion_deg=knees_deg,
     )
 
 
@@ -281,8 +385,8 @@ def place_body(
     """
     model = model or body_model()
     base = model.posed_body(phenotype, _rotations(params, (0.0, 0.0), (0.0, 0.0)))
-    sink = mattress_sink_mm(base.mass_kg)
-    flatten = tissue_flatten_mm(base.bmi)
+    sink = mattress_sink_mm(base.mass_kg, params.mattress_softness, params.mattress_thickness_mm)
+    flatten = tissue_flatten_mm(base.bmi, params.flatten_scale)
     contact_z = params.mattress_top_z_mm - sink
 
     torso = model.part_mask("torso")
@@ -291,8 +395,8 @@ def place_body(
     # Vertical placement from the trunk: its lowest point lies flatten_mm below the contact surface.
     z_shift = (contact_z - flatten) - (base.vertices_mm[torso] @ rot_sb.T)[:, 2].min()
 
-    arms_ext, legs_ext = _limb_angles(model, phenotype, params, rot_sb, z_shift, contact_z, sink)
-    body = model.posed_body(phenotype, _rotations(params, arms_ext, legs_ext))
+    arms_ext, legs_ext, knees = _limb_angles(model, phenotype, params, rot_sb, z_shift, contact_z, sink)
+    body = model.posed_body(phenotype, _rotations(params, arms_ext, legs_ext, knees))
 
     # Longitudinal and lateral placement: skull vertex (head first) or toes (feet first) at head_y,
     # trunk midline at the lateral offset. Raised hands may reach beyond, over the head holder.
@@ -329,4 +433,5 @@ def place_body(
         arm_extension_deg=arms_ext,
         leg_extension_deg=legs_ext,
         params=params,
+        knee_flexion_deg=knees,
     )

@@ -7,8 +7,10 @@ Convention:
     ``scanner_from_camera``), so the hit distance along that direction *is* the z-depth. Colour is rendered
     from the same camera as depth, so it is pixel-aligned to depth.
 
-Shading: Lambertian albedo under a ceiling light beside the camera plus an ambient term, with smooth
-(barycentric-interpolated) vertex normals; a mild vignette and sensor noise make the image camera-like.
+Shading: Lambertian albedo under a ceiling light beside the camera (and optionally a second, coloured
+light elsewhere in the room) plus an ambient term, with smooth (barycentric-interpolated) vertex normals;
+a mild vignette makes the image camera-like (sensor noise and exposure are applied by the session).
+:class:`Lighting` sets the lights' positions, colours (warm to cold) and strengths (dim to bright).
 """
 
 from __future__ import annotations
@@ -22,7 +24,27 @@ import open3d as o3d
 from positioning.frames import Intrinsics
 from positioning.sim.room import Mesh
 
-__all__ = ["RenderResult", "camera_rays", "render", "vertex_normals"]
+__all__ = ["Lighting", "RenderResult", "camera_rays", "render", "vertex_normals"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Lighting:
+    """The room's light as the colour camera sees it (before its auto-exposure).
+
+    Attributes:
+        key_offset_mm: the main ceiling light's position relative to the camera (scanner frame).
+        key_rgb: its colour and strength per channel (1 = the reference white light; warm light has less
+            blue, cold light less red; a dim room scales all three down).
+        fill_mm: position of a second light (scanner frame), or None.
+        fill_rgb: its colour and strength (uneven light: a window or a lamp to one side).
+        ambient_rgb: ambient light per channel.
+    """
+
+    key_offset_mm: tuple[float, float, float] = (300.0, 300.0, 0.0)
+    key_rgb: tuple[float, float, float] = (0.65, 0.65, 0.65)
+    fill_mm: tuple[float, float, float] | None = None
+    fill_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    ambient_rgb: tuple[float, float, float] = (0.35, 0.35, 0.35)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +55,14 @@ class RenderResult:
         depth_mm: ``(H, W)`` float32 z-depth in mm, NaN where nothing is hit.
         color_rgb: ``(H, W, 3)`` uint8 shaded colour, aligned to depth.
         label: ``(H, W)`` uint8 :class:`~positioning.sim.room.Label` of each pixel.
+        albedo: ``(H, W)`` float32 mean albedo of what each pixel sees (0 where nothing; the depth noise
+            uses it: dark surfaces return little of the projector's infrared).
     """
 
     depth_mm: np.ndarray
     color_rgb: np.ndarray
     label: np.ndarray
+    albedo: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,6 +109,7 @@ def render(
     *,
     light_mm: np.ndarray | None = None,
     ambient: float = 0.35,
+    lighting: Lighting | None = None,
 ) -> RenderResult:
     """Ray-cast a depth, colour and label image of ``meshes`` from the camera.
 
@@ -91,8 +117,9 @@ def render(
         meshes: scene meshes in the scanner frame (mm).
         intrinsics: depth intrinsics (the colour image uses the same, i.e. it is aligned).
         scanner_from_camera: ``(4, 4)`` camera pose.
-        light_mm: point light position (default: 300 mm beside the camera).
-        ambient: ambient light fraction.
+        light_mm: point light position (default: 300 mm beside the camera); ignored with ``lighting``.
+        ambient: ambient light fraction; ignored with ``lighting``.
+        lighting: the lights (default: one white light at ``light_mm`` and ``ambient``).
 
     Returns:
         The ideal (noise-free) images.
@@ -129,16 +156,35 @@ def render(
     h, w = intrinsics.height, intrinsics.width
     ray_v = rays[valid]
     points = ray_v[:, :3] + ray_v[:, 3:] * t[valid][:, None]
-    if light_mm is None:
-        light_mm = scanner_from_camera[:3, 3] + np.array([300.0, 300.0, 0.0])
-    to_light = np.asarray(light_mm, dtype=np.float32) - points
-    to_light /= np.maximum(np.linalg.norm(to_light, axis=1, keepdims=True), 1e-9)
+    if lighting is None:
+        offset = (
+            (300.0, 300.0, 0.0)
+            if light_mm is None
+            else tuple(np.asarray(light_mm) - scanner_from_camera[:3, 3])
+        )
+        lighting = Lighting(
+            key_offset_mm=offset,  # type: ignore[arg-type]
+            key_rgb=(1.0 - ambient,) * 3,  # type: ignore[arg-type]
+            ambient_rgb=(ambient,) * 3,  # type: ignore[arg-type]
+        )
     # normals face the camera (meshes may be seen from either side)
     facing = np.where((n * ray_v[:, 3:]).sum(1, keepdims=True) > 0, -1.0, 1.0)
-    lambert = np.clip((n * facing * to_light).sum(1, keepdims=True), 0.0, 1.0)
-    shade = ambient + (1.0 - ambient) * lambert
+    n_f = n * facing
+    lights = [(scanner_from_camera[:3, 3] + np.asarray(lighting.key_offset_mm), lighting.key_rgb)]
+    if lighting.fill_mm is not None:
+        lights.append((np.asarray(lighting.fill_mm, np.float64), lighting.fill_rgb))
+    shade = np.tile(np.asarray(lighting.ambient_rgb, np.float32), (len(points), 1))
+    for position, rgb in lights:
+        to_light = np.asarray(position, dtype=np.float32) - points
+        to_light /= np.maximum(np.linalg.norm(to_light, axis=1, keepdims=True), 1e-9)
+        lambert = np.clip((n_f * to_light).sum(1, keepdims=True), 0.0, 1.0)
+        shade = shade + lambert * np.asarray(rgb, np.float32)
     uu, vv = np.meshgrid(np.linspace(-1, 1, w), np.linspace(-1, 1, h))
     vignette = (1.0 - 0.18 * (uu**2 + vv**2))[valid][:, None]
     color = np.zeros((h, w, 3), np.float32)
     color[valid] = np.clip(albedo_v * shade * vignette, 0.0, 1.0)
-    return RenderResult(depth_mm=depth, color_rgb=(color * 255.0 + 0.5).astype(np.uint8), label=label)
+    albedo = np.zeros((h, w), np.float32)
+    albedo[valid] = albedo_v.mean(axis=1)
+    return RenderResult(
+        depth_mm=depth, color_rgb=(color * 255.0 + 0.5).astype(np.uint8), label=label, albedo=albedo
+    )

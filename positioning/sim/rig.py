@@ -17,11 +17,13 @@ from positioning.frames import Calibration, Intrinsics
 __all__ = ["CAMERA_MODELS", "CameraRig", "look_at", "model_intrinsics"]
 
 #: Depth field of view (horizontal, vertical, degrees) and a small principal-point offset (px at 848x480)
-#: of each supported camera, from Intel's datasheets (D435: 87 x 58 deg; D455: 87 x 58 deg). Real units
+#: of each supported camera, from Intel's datasheets (D435: 87 x 58 deg; D455: 87 x 58 deg; D415: 65 x 40
+#: deg, rolling-shutter imagers with a 55 mm baseline). Real units
 #: report square pixels and a principal point a few pixels off the image centre; we keep both.
 CAMERA_MODELS: dict[str, dict[str, float]] = {
     "D435": {"hfov_deg": 87.0, "vfov_deg": 58.0, "ppx_offset": 2.7, "ppy_offset": -1.6, "baseline_mm": 50.0},
     "D455": {"hfov_deg": 87.0, "vfov_deg": 58.0, "ppx_offset": -1.9, "ppy_offset": 2.2, "baseline_mm": 95.0},
+    "D415": {"hfov_deg": 65.0, "vfov_deg": 40.0, "ppx_offset": 1.4, "ppy_offset": 0.9, "baseline_mm": 55.0},
 }
 
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((848, 480), (1280, 720))
@@ -31,7 +33,7 @@ def model_intrinsics(model: str, width: int, height: int) -> Intrinsics:
     """Depth-stream intrinsics of a RealSense model at a resolution.
 
     Args:
-        model: ``"D435"`` or ``"D455"``.
+        model: ``"D435"``, ``"D455"`` or ``"D415"``.
         width: image width (848 or 1280).
         height: image height (480 or 720).
 
@@ -90,6 +92,8 @@ class CameraRig:
         position_mm: camera optical centre, scanner frame.
         look_at_mm: the point the optical axis passes through, scanner frame.
         right_hint: scanner-frame direction that image-right should follow (default: toward the gantry).
+        roll_deg: rotation of the camera about its optical axis after ``look_at`` (a mount that is not
+            square to the table; positive turns image-right toward image-down).
         fps: frame rate written to recordings.
     """
 
@@ -99,6 +103,7 @@ class CameraRig:
     position_mm: tuple[float, float, float] = (0.0, -1300.0, 1700.0)
     look_at_mm: tuple[float, float, float] = (0.0, -1300.0, -150.0)
     right_hint: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    roll_deg: float = 0.0
     fps: int = 30
 
     @property
@@ -107,7 +112,13 @@ class CameraRig:
 
     @property
     def scanner_from_camera(self) -> np.ndarray:
-        return look_at(np.array(self.position_mm), np.array(self.look_at_mm), np.array(self.right_hint))
+        pose = look_at(np.array(self.position_mm), np.array(self.look_at_mm), np.array(self.right_hint))
+        if self.roll_deg:
+            a = math.radians(self.roll_deg)
+            c, s = math.cos(a), math.sin(a)
+            x, y = pose[:3, 0].copy(), pose[:3, 1].copy()
+            pose[:3, 0], pose[:3, 1] = c * x + s * y, -s * x + c * y
+        return pose
 
     @property
     def tilt_deg(self) -> float:

@@ -23,14 +23,17 @@ import numpy as np
 
 from positioning.frames import RGBDFrame
 from positioning.sim.anatomy import anatomical_landmarks
-from positioning.sim.body import BodyModel, Phenotype, body_model
+from positioning.sim.appearance import patient_colors
+from positioning.sim.body import BodyModel, body_model
+from positioning.sim.cover import blanket_mesh, head_pillow_mesh, knee_bolster_mesh
 from positioning.sim.cross_section import CrossSections, cross_sections
-from positioning.sim.noise import apply_depth_noise
-from positioning.sim.placement import PlacedBody, PlacementParams, place_body
+from positioning.sim.noise import apply_depth_noise, dark_surface_dropouts
+from positioning.sim.placement import PlacedBody, PlacementParams, mattress_depression, place_body
 from positioning.sim.recording import RecordingWriter
 from positioning.sim.render import RenderResult, render
 from positioning.sim.room import Label, Mesh, room_meshes
 from positioning.sim.scenario import SessionSpec
+from positioning.sim.staff import StaffMember, staff_mesh
 
 __all__ = [
     "TRUTH_SCHEMA",
@@ -43,8 +46,10 @@ __all__ = [
 ]
 
 TRUTH_SCHEMA = "positioning.sim.truth/1"
-SKIN_STAFF = np.array([0.80, 0.62, 0.50], np.float32)
 CROSS_SECTION_STEP_MM = 5.0
+#: The colour camera's auto-exposure: mean image level it aims for (0-255) and its gain limits.
+EXPOSURE_TARGET = 105.0
+EXPOSURE_GAIN_RANGE = (0.6, 3.0)
 
 
 def truth_path_for(recording: str | Path) -> Path:
@@ -116,9 +121,15 @@ class SimulatedSession:
             self._model = model or body_model()
             self.placed = place_body(spec.phenotype, spec.placement, model=self._model)
             self._prepare_patient()
+        staff = list(spec.staff)
         if spec.second_person is not None:
+            staff.append(StaffMember(x_mm=spec.second_person[0], y_mm=spec.second_person[1]))
+        if staff:
             self._model = model or body_model()
-            self._static.append(self._standing_person(*spec.second_person))
+            for member in staff:
+                self._static.append(
+                    staff_mesh(self._model, member, spec.room.floor_z_mm, spec.room.table_lateral_mm)
+                )
 
     # -- set-up -------------------------------------------------------------------------------------
     def _prepare_patient(self) -> None:
@@ -130,27 +141,52 @@ class SimulatedSession:
         height = v[:, 2] - placed.contact_z_mm
         w = np.where(torso, np.clip(height / max(np.percentile(height[torso], 95), 1.0), 0, 1), 0.0)
         self._breathing_weight = w
-        colors = np.tile(np.asarray(spec.skin_rgb, np.float32), (len(v), 1))
-        colors[torso] = np.asarray(spec.gown_rgb, np.float32)
-        self._colors = colors
+        self._colors = patient_colors(model, spec.appearance, placed.body.vertices_mm)
         rot, t = placed.scanner_from_body[:3, :3], placed.scanner_from_body[:3, 3]
         self._landmarks_mm = {k: rot @ p + t for k, p in anatomical_landmarks(placed.body, model).items()}
-        # The head rest: a cushion under the head whose top meets the head's lowest point.
-        head = v[model.part_mask("head")]
-        top = float(head[:, 2].min())
-        self._static = room_meshes(spec.room, head_rest=(head[:, 1].min() - 40, head[:, 1].max() + 40, top))
-
-    def _standing_person(self, x_mm: float, y_mm: float) -> Mesh:
-        """A staff member standing beside the table (upright, facing the table)."""
-        body = self._model.posed_body(Phenotype(gender=0.3, age=0.55), {})
-        face_dir = -np.sign(x_mm) or 1.0  # face toward the table (toward x = 0)
-        # body frame: anterior (-y) -> (face_dir, 0, 0), superior (+z) -> +z, left = P x S
-        rot = np.array([[0.0, -face_dir, 0.0], [face_dir, 0.0, 0.0], [0.0, 0.0, 1.0]])
-        v = body.vertices_mm @ rot.T
-        v += np.array([x_mm, y_mm, self.spec.room.floor_z_mm - v[:, 2].min()])
-        colors = np.tile(np.array([0.25, 0.45, 0.55], np.float32), (len(v), 1))  # scrubs
-        colors[self._model.part_mask("head", "left_forearm", "right_forearm")] = SKIN_STAFF
-        return Mesh(v, body.faces, colors, Label.OTHER_PERSON)
+        room = spec.room
+        head_mask = model.part_mask("head")
+        extra = [
+            m
+            for m in (
+                head_pillow_mesh(v, placed.faces, head_mask, room, spec.pillows)
+                if placed.params.position.lying != "prone"
+                else None,
+                knee_bolster_mesh(
+                    v, placed.faces, placed.keypoints_mm, placed.contact_z_mm, room, spec.pillows
+                )
+                if placed.params.knee_rest_mm > 0
+                else None,
+                # the blanket rests on the body at full inhalation, so that breathing never lifts the body
+                # through it
+                blanket_mesh(
+                    v + np.array([0.0, 0.0, spec.breathing_amplitude_mm]) * w[:, None],
+                    placed.faces,
+                    placed.keypoints_mm,
+                    placed.params.position.head_first,
+                    room,
+                    spec.cover,
+                ),
+            )
+            if m is not None
+        ]
+        depression = None
+        if room.depression_length_mm > 0:
+            half = room.mattress_width_mm / 2
+            depression = mattress_depression(
+                v,
+                room.mattress_top_z_mm,
+                room.depression_length_mm,
+                (room.table_lateral_mm - half, room.table_lateral_mm + half),
+                (room.table_foot_y_mm, room.table_head_y_mm),
+            )
+        # The head rest: a cushion under the head whose top meets the head's lowest point (unless a
+        # pillow lies there).
+        head_rest = None
+        if not (spec.pillows.head and placed.params.position.lying != "prone"):
+            head = v[head_mask]
+            head_rest = (head[:, 1].min() - 40, head[:, 1].max() + 40, float(head[:, 2].min()))
+        self._static = room_meshes(room, head_rest=head_rest, depression=depression, extra=extra)
 
     # -- per frame ----------------------------------------------------------------------------------
     def patient_vertices(self, index: int) -> np.ndarray | None:
@@ -177,7 +213,7 @@ class SimulatedSession:
         if v is not None:
             assert self.placed is not None and self._colors is not None
             meshes.append(Mesh(v, self.placed.faces, self._colors, Label.PATIENT))
-        return render(meshes, self.intrinsics, self.scanner_from_camera)
+        return render(meshes, self.intrinsics, self.scanner_from_camera, lighting=self.spec.lighting)
 
     def frame(self, index: int, *, timings_s: dict[str, float] | None = None) -> tuple[RGBDFrame, FrameTruth]:
         """Frame ``index``: the noisy RGB-D frame the camera would deliver, and its truth.
@@ -191,8 +227,14 @@ class SimulatedSession:
         t1 = time.perf_counter()
         rng = np.random.default_rng([self.spec.seed, index])
         depth = apply_depth_noise(ideal.depth_mm, self.intrinsics.fx, rng, self.spec.noise)
-        sensor_noise = rng.normal(0.0, 2.0, ideal.color_rgb.shape)
-        color = np.clip(ideal.color_rgb + sensor_noise, 0, 255).astype(np.uint8)
+        if self.spec.dark_surface_dropout and ideal.albedo is not None:
+            depth = dark_surface_dropouts(depth, ideal.albedo, rng)
+        gain = 1.0
+        if self.spec.lighting is not None:  # auto-exposure: dim rooms come out darker and noisier
+            level = float(ideal.color_rgb.mean())
+            gain = float(np.clip(EXPOSURE_TARGET / max(level, 1.0), *EXPOSURE_GAIN_RANGE))
+        sensor_noise = rng.normal(0.0, 2.0 * max(gain, 1.0), ideal.color_rgb.shape)
+        color = np.clip(ideal.color_rgb * gain + sensor_noise, 0, 255).astype(np.uint8)
         t2 = time.perf_counter()
         timestamp_ms = index * 1000.0 / self.spec.rig.fps
         frame = RGBDFrame(
@@ -253,6 +295,18 @@ class SimulatedSession:
             },
             "room": dataclasses.asdict(s.room),
             "second_person": None if s.second_person is None else list(s.second_person),
+            "world": {
+                "camera_height_above_table_mm": round(
+                    float(self.scanner_from_camera[2, 3] - s.room.mattress_top_z_mm), 1
+                ),
+                "camera_roll_deg": s.rig.roll_deg,
+                "appearance": dataclasses.asdict(s.appearance),
+                "cover": dataclasses.asdict(s.cover),
+                "pillows": dataclasses.asdict(s.pillows),
+                "lighting": None if s.lighting is None else dataclasses.asdict(s.lighting),
+                "staff": [dataclasses.asdict(m) for m in s.staff],
+                "dark_surface_dropout": s.dark_surface_dropout,
+            },
             "patient": None,
         }
         if self.placed is not None and s.phenotype is not None and s.placement is not None:
@@ -274,6 +328,9 @@ class SimulatedSession:
                     "flatten_mm": round(self.placed.flatten_mm, 2),
                     "arm_extension_deg": list(self.placed.arm_extension_deg),
                     "leg_extension_deg": list(self.placed.leg_extension_deg),
+                    "knee_flexion_deg": list(self.placed.knee_flexion_deg),
+                    "mattress_softness": p.mattress_softness,
+                    "flatten_scale": p.flatten_scale,
                 },
                 "breathing_amplitude_mm": s.breathing_amplitude_mm,
                 "shift_at_frame": s.shift_at_frame,
@@ -301,6 +358,7 @@ def record_session(
     *,
     frames: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    color: bool = True,
 ) -> RecordSummary:
     """Simulate a session and write it as a genuine RealSense recording with truth and calibration.
 
@@ -309,6 +367,8 @@ def record_session(
         out_path: ``NAME.db3``; ``NAME.truth.json`` and ``NAME.calibration.yaml`` are written beside it.
         frames: number of frames (default: the scenario's).
         progress: called as ``progress(done, total)`` after each frame.
+        color: write the colour stream too (False: a depth-only recording, as from a site that does not
+            keep colour images of patients).
 
     Returns:
         Paths, size and speed of what was written.
@@ -324,14 +384,14 @@ def record_session(
     with RecordingWriter(
         out_path,
         depth_intrinsics=session.intrinsics,
-        color_intrinsics=session.intrinsics,
+        color_intrinsics=session.intrinsics if color else None,
         fps=spec.rig.fps,
         device_name=f"Intel RealSense {spec.rig.model} (simulated)",
         serial="SIM" + f"{spec.seed:07d}"[-7:],
     ) as writer:
         for i in range(n):
             frame, truth = session.frame(i)
-            writer.write(frame.depth_mm, frame.color_rgb, frame.timestamp_ms)
+            writer.write(frame.depth_mm, frame.color_rgb if color else None, frame.timestamp_ms)
             truths.append(truth.to_json())
             if progress is not None:
                 progress(i + 1, n)

@@ -52,7 +52,7 @@ def test_model_intrinsics_values(model, width, height, fx, ppx, ppy):
 @pytest.mark.parametrize(
     ("model", "width", "height", "match"),
     [
-        ("D415", 848, 480, "unknown camera model 'D415'"),
+        ("D405", 848, 480, "unknown camera model 'D405'"),
         ("d435", 848, 480, "unknown camera model"),
         ("D435", 640, 480, "unsupported resolution 640x480"),
         ("D455", 480, 848, "unsupported resolution 480x848"),
