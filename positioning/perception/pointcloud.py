@@ -25,6 +25,7 @@ import open3d as o3d
 from positioning.frames import Calibration, Intrinsics, RGBDFrame
 
 __all__ = [
+    "project_points",
     "ScannerCloud",
     "deproject",
     "scanner_image",
@@ -322,3 +323,30 @@ def clean(
         >>> cloud = clean(scanner_points(frame, calibration, stride=2))  # doctest: +SKIP
     """
     return remove_outliers(voxel_downsample(cloud, voxel_mm), neighbours=neighbours, std_ratio=std_ratio)
+
+
+def project_points(points_mm: np.ndarray, calibration: Calibration, intrinsics: Intrinsics) -> np.ndarray:
+    """Project scanner-frame points to depth-image pixels.
+
+    Convention: scanner frame (IEC 61217) mm in; depth-image pixels ``(u, v)`` out (pixel centres at
+    integer coordinates, ``u = fx x / z + ppx``); points behind the camera give NaN.
+
+    Args:
+        points_mm: ``(N, 3)`` scanner-frame points.
+        calibration: camera-to-scanner calibration.
+        intrinsics: depth-stream intrinsics.
+
+    Returns:
+        ``(N, 2)`` float ``(u, v)``.
+
+    Raises:
+        ValueError: ``points_mm`` is not ``(N, 3)``.
+    """
+    p = np.asarray(points_mm, np.float64)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"points_mm must be (N, 3), got {p.shape}")
+    c = calibration.to_camera(p)
+    z = np.where(c[:, 2] > 1e-6, c[:, 2], np.nan)
+    u = intrinsics.fx * c[:, 0] / z + intrinsics.ppx
+    v = intrinsics.fy * c[:, 1] / z + intrinsics.ppy
+    return np.stack([u, v], axis=1)

@@ -35,6 +35,7 @@ import numpy as np
 
 from positioning.frames import Calibration, RGBDFrame
 from positioning.perception.pointcloud import cloud_from_image, scanner_image
+from positioning.perception.scene_net import SceneOutput
 from positioning.perception.status import NoDepthError, PerceptionStatus, error_for_status
 from positioning.perception.table import TableEstimate, TableSettings, find_table
 
@@ -75,6 +76,11 @@ class SegmentationSettings:
         person_min_area_mm2, person_min_rise_mm: a component outside the footprint at least this large
             and this high above the table top is a second person.
         area_grid_mm: plan-view raster cell used to measure areas.
+        scene_footprint_prob: with the scene network, cells it sees the body over with at least this
+            probability take the lower threshold ``scene_min_height_mm`` (or the table's RMS, if higher).
+        scene_min_height_mm: see ``scene_footprint_prob``.
+        person_min_above_table_mm, person_reach_mm: with the scene network, another person counts where
+            they rise this far above the table top within this distance of its footprint.
         min_valid_fraction: less valid depth than this in the frame is ``NO_DEPTH`` (:func:`segment_frame`).
     """
 
@@ -96,6 +102,10 @@ class SegmentationSettings:
     person_min_area_mm2: float = 40_000.0
     person_min_rise_mm: float = 300.0
     area_grid_mm: float = 10.0
+    scene_footprint_prob: float = 0.6
+    scene_min_height_mm: float = 12.0
+    person_min_above_table_mm: float = 150.0
+    person_reach_mm: float = 600.0
     min_valid_fraction: float = 0.05
 
     def __post_init__(self) -> None:
@@ -227,8 +237,15 @@ def segment_patient(
     image_shape: tuple[int, int] | None = None,
     stride: int = 1,
     settings: SegmentationSettings = DEFAULT_SEGMENTATION_SETTINGS,
+    scene: SceneOutput | None = None,
 ) -> PatientSegment:
     """Segment the patient lying on the table.
+
+    With the scene network's view of the frame (``scene``), what it sees as another person, another thing
+    (a stretcher, a cart, a base) or a cushion beside the body is not the patient; within the body's
+    footprint a lower height threshold applies (arms and legs sunk into a soft mattress rise little above
+    its free top); and another person is reported when the network sees one (not from height alone:
+    a stand's legs or a bystander's feet beside the table are not a person at the table).
 
     Convention: scanner frame (IEC 61217), mm; ``points_image[i, j]`` is the point of pixel ``(i * stride,
     j * stride)`` (as :func:`~positioning.perception.pointcloud.scanner_image` returns it), NaN = no depth.
@@ -239,6 +256,7 @@ def segment_patient(
         image_shape: ``(H, W)`` of the full-resolution image (default ``(h * stride, w * stride)``).
         stride: the sampling step of ``points_image``.
         settings: thresholds.
+        scene: the scene network's output for the frame, or None (geometry alone).
 
     Returns:
         The patient segment; its status is OK, SECOND_PERSON or EMPTY_TABLE (never raises for those:
@@ -261,6 +279,22 @@ def segment_patient(
     min_h = float(np.clip(s.noise_sigmas * table.rms_mm, *s.min_height_range_mm))
     with np.errstate(invalid="ignore"):
         cand = (height > min_h) & (height < s.max_height_mm)
+        if scene is not None:
+            flat_xy = pts[..., :2].reshape(-1, 2)
+            shape2 = height.shape
+
+            def cell(grid: np.ndarray) -> np.ndarray:
+                return scene.at(grid, flat_xy).reshape(shape2)
+
+            body = cell(scene.footprint_prob) > s.scene_footprint_prob
+            low = max(s.scene_min_height_mm, table.rms_mm)
+            cand |= body & (height > low) & (height < s.max_patient_height_mm)
+            other = (cell(scene.prob("person")) > 0.5) | (cell(scene.prob("other")) > 0.5)
+            beside = cell(scene.footprint_prob) < 0.3
+            # a cushion beside the body, or the raised rim of a curved mattress, is not the patient
+            cushion = (cell(scene.prob("on_patient")) > 0.5) & beside
+            rim = (cell(scene.prob("support")) > 0.6) & beside
+            cand &= ~(other | cushion | rim)
         # the gantry housing: beyond its front face and outside the bore opening
         r_lim = np.float32(s.bore_radius_mm - s.gantry_tolerance_mm)
         cand &= ~((y > s.gantry_front_y_mm - s.gantry_tolerance_mm) & (x * x + z * z > r_lim * r_lim))
@@ -329,6 +363,18 @@ def segment_patient(
     area = _plan_area_mm2(p_pts[:, :2], s.area_grid_mm)
     rise = float(height[patient].max()) if len(p_pts) else 0.0
     dropped = int(np.count_nonzero(cand)) - len(p_pts)
+    if scene is not None:
+        # another person is what the network sees as one, at the table and above its top (someone who
+        # may touch or hide the patient; not a bystander's feet on the floor, nor a stand's legs)
+        above = np.nan_to_num(scene.top_z_mm, nan=-np.inf) > table.top_z_mm + s.person_min_above_table_mm
+        xs = scene.origin_mm[0] + (np.arange(above.shape[1]) + 0.5) * scene.cell_mm
+        ys = scene.origin_mm[1] + (np.arange(above.shape[0]) + 0.5) * scene.cell_mm
+        m = s.person_reach_mm
+        near = ((ys >= table.y_min_mm - m) & (ys <= table.y_max_mm + m))[:, None] & (
+            (xs >= table.x_min_mm - m) & (xs <= table.x_max_mm + m)
+        )[None, :]
+        person = (scene.prob("person") > 0.5) & above & near
+        person_area = float(np.count_nonzero(person)) * scene.cell_mm**2
     if area < s.min_patient_area_mm2 or rise < s.min_patient_rise_mm:
         status = PerceptionStatus.EMPTY_TABLE
         patient[:] = False

@@ -72,7 +72,14 @@ def test_synthetic_tilted_table_and_a_patient_on_it():
     def patient(x, y):  # a 300 mm wide, 1400 mm long body up to 200 mm high
         return top(x, y) + 200.0 * np.sqrt(np.clip(1 - ((x - 40.0) / 150.0) ** 2, 0, 1))
 
-    t = find_table(_raster_cloud([(-110.0, 190.0, -2200.0, -800.0, patient), (*TABLE[:4], top), FLOOR]))
+    cloud = _raster_cloud([(-110.0, 190.0, -2200.0, -800.0, patient), (*TABLE[:4], top), FLOOR])
+    # by default the table is horizontal (the calibration makes it so): only its height is fitted, a height
+    # the tilted top passes through within its visible extent
+    level = find_table(cloud)
+    assert level.tilt_deg == 0.0 and level.normal[2] == 1.0
+    assert float(top(0.0, level.y_min_mm)) <= level.top_z_mm <= float(top(0.0, level.y_max_mm))
+    # fitting the tilt (as a calibration check does) measures it
+    t = find_table(cloud, dataclasses.replace(TableSettings(), level=False))
     assert t.tilt_deg == pytest.approx(2.0, abs=0.05)
     assert t.normal[1] < 0 < t.normal[2]  # a plane rising toward +y leans its normal toward -y
     assert t.top_z_mm == pytest.approx(float(top(0.0, 0.5 * (t.y_min_mm + t.y_max_mm))), abs=0.5)
@@ -274,3 +281,54 @@ def test_find_table_is_reproducible(regression_table):
         again = find_table(cloud)
         for field in dataclasses.fields(TableEstimate):
             np.testing.assert_array_equal(getattr(again, field.name), getattr(t, field.name))
+
+
+# ----------------------------------------------------------------- support: the surface the patient lies on
+
+PATIENT = (-110.0, 190.0, -2200.0, -800.0, _dome(-110.0, 190.0, -150.0, 200.0))
+
+
+def test_synthetic_base_wider_than_the_top_is_not_the_table():
+    # a lift housing 800 mm wide whose top lies 260 mm below the mattress top: before, the lower, wider
+    # surface was taken for the table and the table top for part of the patient
+    base = (-360.0, 440.0, -2300.0, -700.0, -410.0)
+    t = find_table(_raster_cloud([PATIENT, TABLE, base, FLOOR]))
+    assert t.top_z_mm == pytest.approx(-150.0, abs=1e-6) and t.supports_patient
+    assert t.x_min_mm == pytest.approx(-190.0, abs=0.5) and t.x_max_mm == pytest.approx(270.0, abs=0.5)
+    assert any(line.startswith("z -150 mm") and "chosen" in line for line in t.considered)
+
+
+def test_synthetic_stretcher_alongside_at_table_height_is_not_the_table():
+    stretcher = (400.0, 1000.0, -2500.0, -500.0, -130.0)  # higher than the table, 130 mm beside it, empty
+    t = find_table(_raster_cloud([PATIENT, TABLE, stretcher, FLOOR]))
+    assert t.top_z_mm == pytest.approx(-150.0, abs=1e-6) and t.supports_patient
+    assert t.x_max_mm == pytest.approx(270.0, abs=0.5)
+    assert any("z -130 mm" in line and "not chosen" in line for line in t.considered)
+
+
+def test_synthetic_wide_bed_is_found_and_its_width_measured():
+    # a 1400 mm wide mattress on a low stand (the real recordings' set-up): before, refused (width > 900)
+    bed = (-700.0, 700.0, -2500.0, -400.0, -450.0)
+    body = (-150.0, 150.0, -2100.0, -700.0, _dome(-150.0, 150.0, -450.0, 220.0))
+    t = find_table(_raster_cloud([body, bed, FLOOR]))
+    assert t.top_z_mm == pytest.approx(-450.0, abs=1e-6) and t.width_mm == pytest.approx(1400.0, abs=2.0)
+
+
+def test_a_curved_cradle_is_measured_at_its_centre_line():
+    """The visible mattress beside a patient on a curved cradle lies above the centre line the patient
+    rests on; the table is the centre line, and the rise of the edges is reported."""
+    from positioning.perception.table import table_on_support
+
+    def curved(x, y):
+        return -150.0 + 25.0 * ((x - 40.0) / 230.0) ** 2
+
+    cloud = _raster_cloud([PATIENT, (*TABLE[:4], curved), FLOOR])
+    support = np.abs(cloud.points_mm[:, 2] - curved(cloud.points_mm[:, 0], 0.0)) < 1.0
+    support &= (cloud.points_mm[:, 0] > TABLE[0]) & (cloud.points_mm[:, 0] < TABLE[1])
+    t = table_on_support(cloud, support, note="test")
+    assert t.top_z_mm == pytest.approx(-150.0, abs=3.0) and t.sagitta_mm == pytest.approx(25.0, abs=5.0)
+    assert any("curved" in line for line in t.considered)
+    # a flat top has no rise
+    flat_cloud = _raster_cloud([PATIENT, TABLE, FLOOR])
+    on_top = np.abs(flat_cloud.points_mm[:, 2] + 150.0) < 1.0
+    assert table_on_support(flat_cloud, on_top, note="test").sagitta_mm == 0.0
