@@ -53,7 +53,9 @@ def _cmd_sim_record(args: argparse.Namespace) -> int:
         raise PositioningError(f"--frames must be at least 1, got {n}")
     update, close = _progress(n, f"recording {Path(args.out).name}")
     try:
-        summary = record_session(spec, args.out, frames=n, progress=update)
+        summary = record_session(
+            spec, args.out, frames=n, progress=update, color=not getattr(args, "no_color", False)
+        )
     finally:
         close()
     print(
@@ -208,15 +210,24 @@ def _load_calibration(recording: Path, calibration: str | None):  # -> Calibrati
 
 
 def perceive_recording(
-    recording: Path, calibration, *, max_frames: int | None = None
+    recording: Path,
+    calibration,
+    *,
+    max_frames: int | None = None,
+    landmarks: str = "fused",
+    room: str | None = None,
 ):  # -> list[PatientState]
-    """Run perception with tracking over every frame of a recording (the live-camera code path)."""
+    """Run perception with tracking over every frame of a recording (the live-camera code path), with the
+    given landmark sources (``mediapipe``, ``depth`` or ``fused``) and the room file's table model."""
     from positioning.camera.realsense import RealSenseSource
-    from positioning.perception.pipeline import Perceiver
+    from positioning.perception.pipeline import Perceiver, PerceiverSettings
+    from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
 
     states = []
     frame = None
-    with RealSenseSource.from_file(recording) as src, Perceiver() as perceiver:
+    table_model = DEFAULT_TABLE_MODEL if room is None else load_table_model(room)
+    settings = PerceiverSettings(landmarks=landmarks, table_model=table_model)
+    with RealSenseSource.from_file(recording) as src, Perceiver(settings=settings) as perceiver:
         for frame in src.frames(max_frames):
             states.append(perceiver.perceive(frame, calibration))
     if not states:
@@ -227,8 +238,20 @@ def perceive_recording(
 def _cmd_perceive(args: argparse.Namespace) -> int:
     recording = Path(args.recording)
     calibration = _load_calibration(recording, args.calibration)
-    states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
-    return _report_perception(states, last_frame, recording, json_out=args.json, overlay=args.overlay)
+    states, last_frame = perceive_recording(
+        recording, calibration, max_frames=args.frames, landmarks=args.landmarks, room=args.room
+    )
+    code = _report_perception(states, last_frame, recording, json_out=args.json, overlay=args.overlay)
+    if args.scene:
+        from positioning.perception.overlay import draw_scene
+        from positioning.sim.preview import save_png
+
+        img = draw_scene(states[-1])
+        if img is None:
+            print("scene: no scene network (models/scene_net.pt)", file=sys.stderr)
+        else:
+            print(f"scene       {save_png(args.scene, img)}", file=sys.stderr if args.json else sys.stdout)
+    return code
 
 
 def _report_perception(states, last_frame, recording: Path, *, json_out: bool, overlay: str | None) -> int:
@@ -250,6 +273,12 @@ def _report_perception(states, last_frame, recording: Path, *, json_out: bool, o
         if state.table is not None:
             t = state.table
             print(f"table       top z {t.top_z_mm:+.1f} mm, x {t.x_min_mm:+.0f}..{t.x_max_mm:+.0f} mm")
+            for line in t.considered:
+                print(f"  surface   {line}")
+        if state.cover is not None:
+            print(f"cover       {state.cover} ({state.cover_confidence:.2f})")
+        for note in state.notes:
+            print(f"note        {note.severity.upper()} {note.code}: {note.message}")
         if state.has_patient:
             print(
                 f"position    {state.patient_position} (confidence {state.position_confidence:.2f}), "
@@ -266,8 +295,8 @@ def _report_perception(states, last_frame, recording: Path, *, json_out: bool, o
             + ", ".join(f"{k} {m:.0f}/{p:.0f}" for k, (m, p) in latency.items())
             + " ms (median/p95)"
         )
-    if overlay and last_frame is not None and last_frame.color_rgb is not None:
-        path = save_png(overlay, draw_perception(last_frame.color_rgb, state))
+    if overlay and last_frame is not None:
+        path = save_png(overlay, draw_perception(display_image(last_frame), state))
         print(f"overlay     {path}", file=sys.stderr if json_out else sys.stdout)
     return 0 if state.has_patient else 1
 
@@ -279,7 +308,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     protocol = load_protocol(args.protocol, search_dirs=args.protocol_dir or ())
     recording = Path(args.recording)
     calibration = _load_calibration(recording, args.calibration)
-    states, last_frame = perceive_recording(recording, calibration, max_frames=args.frames)
+    states, last_frame = perceive_recording(
+        recording, calibration, max_frames=args.frames, landmarks=args.landmarks, room=args.room
+    )
     return _report_plan(states, last_frame, calibration, protocol, args)
 
 
@@ -304,8 +335,8 @@ def _report_plan(states, last_frame, calibration, protocol, args: argparse.Names
         print(json.dumps(plan.to_json(), indent=2))
     else:
         print(plan_summary(plan))
-    if args.overlay and last_frame is not None and last_frame.color_rgb is not None:
-        img = draw_plan(last_frame.color_rgb, plan, calibration, last_frame.intrinsics)
+    if args.overlay and last_frame is not None:
+        img = draw_plan(display_image(last_frame), plan, calibration, last_frame.intrinsics)
         path = save_png(args.overlay, img)
         print(f"overlay: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0 if plan.has_patient else 1
@@ -338,7 +369,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     protocol = load_protocol(args.protocol)
     calibration = _load_calibration(rec, None)
-    states, last_frame = perceive_recording(rec, calibration)  # once, for both reports
+    states, last_frame = perceive_recording(
+        rec, calibration, landmarks=args.landmarks
+    )  # once, for both reports
     _report_perception(
         states, last_frame, rec, json_out=False, overlay=str(out_dir / f"{args.scenario}.perception.png")
     )
@@ -368,6 +401,12 @@ def _cmd_bench_plan(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def _cmd_bench_robustness(args: argparse.Namespace) -> int:
+    from positioning.evaluation.robustness import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def _cmd_bench_perception(args: argparse.Namespace) -> int:
     from positioning.evaluation.bench_perception import main as bench_main
 
@@ -389,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--frames", type=int, default=30)
     demo.add_argument("--protocol", default="chest")
+    _landmarks_option(demo)
     demo.set_defaults(func=_cmd_demo)
 
     info = sub.add_parser("info", help="read a RealSense recording (.db3 or .bag) and describe it")
@@ -403,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     per.add_argument("--frames", type=int, default=None, help="read at most N frames")
     per.add_argument("--json", action="store_true")
     per.add_argument("--overlay", metavar="PNG", help="write the last frame annotated")
+    per.add_argument("--scene", metavar="PNG", help="write what the scene network sees, from straight above")
+    _landmarks_option(per)
+    _room_option(per)
     per.set_defaults(func=_cmd_perceive)
 
     plan = sub.add_parser("plan", help="plan a scan from a recording: isocenter, table offsets, scan range")
@@ -429,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--protocol-dir", action="append", metavar="DIR", help="site protocol folder (repeatable)"
     )
+    _landmarks_option(plan)
+    _room_option(plan)
     plan.set_defaults(func=_cmd_plan)
 
     protos = sub.add_parser("protocols", help="list the scan protocols")
@@ -443,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--frames", type=int, default=None, help="number of frames (default: the scenario's)")
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--preview", metavar="PNG")
+    rec.add_argument("--no-color", action="store_true", help="a depth-only recording (no colour stream)")
     rec.set_defaults(func=_cmd_sim_record)
     prev = sim.add_parser("preview", help="render one frame of a scenario to a PNG (colour | depth | labels)")
     prev.add_argument("--scenario", required=True)
@@ -469,7 +515,52 @@ def build_parser() -> argparse.ArgumentParser:
     bplan = bench.add_parser("plan", help="planning accuracy and check precision/recall", add_help=False)
     bplan.add_argument("rest", nargs=argparse.REMAINDER)
     bplan.set_defaults(func=_cmd_bench_plan)
+    brob = bench.add_parser(
+        "robustness",
+        help="the whole pipeline on held-out sessions of the randomised world, by factor",
+        add_help=False,
+    )
+    brob.add_argument("rest", nargs=argparse.REMAINDER)
+    brob.set_defaults(func=_cmd_bench_robustness)
     return p
+
+
+def _room_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--room",
+        metavar="FILE",
+        default=None,
+        help="the site's room file (its table model; default: a generic CT table, as in "
+        "calibration/default-room.yaml)",
+    )
+
+
+def _landmarks_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--landmarks",
+        choices=["mediapipe", "depth", "fused"],
+        default="fused",
+        help="landmark sources: MediaPipe on the colour image, our depth-only scene network, or both fused "
+        "by confidence (default; depth alone when the recording has no colour)",
+    )
+
+
+def display_image(frame):  # -> np.ndarray
+    """What overlays are drawn on: the colour image, or a rendering of the depth when there is no colour
+    (a depth-only recording)."""
+    if frame.color_rgb is not None:
+        return frame.color_rgb
+    import cv2
+
+    d = frame.depth_mm.astype(np.float32)
+    valid = d > 0
+    if not np.any(valid):
+        return np.zeros((*d.shape, 3), np.uint8)
+    lo, hi = np.percentile(d[valid], [2, 98])
+    g = np.clip((hi - d) / max(hi - lo, 1.0) * 255.0, 0, 255).astype(np.uint8)
+    img = cv2.applyColorMap(g, cv2.COLORMAP_BONE)[..., ::-1].copy()
+    img[~valid] = 0
+    return img
 
 
 def main(argv: Sequence[str] | None = None) -> int:

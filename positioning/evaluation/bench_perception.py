@@ -72,43 +72,48 @@ def default_cases(n: int, first_seed: int) -> list[tuple[str, int]]:
 
 
 def run_cases(
-    cases: list[tuple[str, int]], *, use_correction: bool = True, progress: bool = True
+    cases: list[tuple[str, int]],
+    *,
+    use_correction: bool = True,
+    progress: bool = True,
+    landmarks: str = "fused",
 ) -> list[CaseResult]:
-    """Simulate each case, perceive frame 0, compare with truth."""
+    """Perceive frame 0 of each case (simulated once and cached), compare with truth (cases without a
+    patient are skipped)."""
     from tqdm import tqdm
 
-    from positioning.sim.scenario import sample_session
-    from positioning.sim.session import SimulatedSession
+    from positioning.evaluation.isocenter_fit import load_frames
 
     results = []
-    perceiver = Perceiver(settings=PerceiverSettings(track=False))
+    perceiver = Perceiver(settings=PerceiverSettings(track=False, landmarks=landmarks))
     if not use_correction:
         perceiver.correction = LandmarkCorrection({}, source="disabled")
     with perceiver:
         for scenario, seed in tqdm(
             cases, desc="perception", unit="case", disable=not progress, file=sys.stderr
         ):
-            spec = sample_session(scenario, seed)
-            assert spec.placement is not None
-            frame, truth = SimulatedSession(spec).frame(0)
-            state = perceiver.perceive(frame, spec.rig.calibration())
-            true_pos = PatientPosition(str(spec.placement.position))
+            sample = load_frames(scenario, seed, [0])[0]
+            if sample.position is None:
+                continue
+            state = perceiver.perceive(sample.frame, sample.calibration)
+            k = sample.frame.intrinsics
+            true_pos = PatientPosition(sample.position)
             axes = body_axes(true_pos)
             errors, signed = {}, {}
             for name in COCO_LANDMARKS:
                 p = state.landmark(name)
                 if p is None:
                     continue
-                d = p - truth.keypoints_mm[name]
+                d = p - sample.keypoints_mm[name]
                 errors[name] = float(np.linalg.norm(d))
                 signed[name] = [float(x) for x in axes @ d]
             results.append(
                 CaseResult(
                     scenario=scenario,
                     seed=seed,
-                    true_position=str(spec.placement.position),
-                    true_arms=str(spec.placement.arms),
-                    camera=f"{spec.rig.model} {spec.rig.width}x{spec.rig.height}",
+                    true_position=sample.position,
+                    true_arms=str(sample.arms),
+                    camera=f"{sample.camera} {k.width}x{k.height}",
                     status=state.status.value,
                     position=None if state.patient_position is None else str(state.patient_position),
                     arms=None if state.arms is None else str(state.arms),
@@ -225,16 +230,28 @@ def main(argv: list[str] | None = None) -> int:
         help=f"fit the correction on training seeds and write it (default model: {DEFAULT_CORRECTION_PATH})",
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--world", action="store_true", help="sessions of the randomised world instead of the scenarios"
+    )
+    p.add_argument(
+        "--landmarks",
+        choices=("mediapipe", "depth", "fused"),
+        default="fused",
+        help="landmark sources (default fused)",
+    )
     args = p.parse_args(argv)
-    cases = default_cases(args.cases, args.first_seed)
-    if args.fit_correction is not None:
-        results = run_cases(cases, use_correction=False)
+    if args.world:
+        cases = [("world", args.first_seed + i) for i in range(args.cases)]
+    else:
+        cases = default_cases(args.cases, args.first_seed)
+    if args.fit_correction is not None:  # the correction applies to MediaPipe's landmarks: fit on them alone
+        results = run_cases(cases, use_correction=False, landmarks="mediapipe")
         doc = fit_correction(results)
         args.fit_correction.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.fit_correction} from {len(results)} cases (seeds {args.first_seed}..)")
         print(format_summary(summarize(results)))
         return 0
-    results = run_cases(cases, use_correction=not args.no_correction)
+    results = run_cases(cases, use_correction=not args.no_correction, landmarks=args.landmarks)
     s = summarize(results)
     print(json.dumps(s, indent=1) if args.json else format_summary(s))
     return 0

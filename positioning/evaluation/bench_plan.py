@@ -414,6 +414,7 @@ def benchmark_plan(
     include_checks: bool = True,
     progress: bool = True,
     use_level_net: bool = True,
+    landmarks: str = "fused",
 ) -> tuple[dict[str, Any], list[CaseResult]]:
     """Run the benchmark.
 
@@ -421,6 +422,7 @@ def benchmark_plan(
         seeds_per_scenario: scales the number of sessions (4: about 42 accuracy sessions, 72 check cases).
         include_checks: also run the check cases.
         use_level_net: fuse the level network into the landmark levels (False: keypoint rules only).
+        landmarks: landmark sources of the perceiver (``mediapipe``, ``depth`` or ``fused``).
         progress: show a tqdm bar on stderr.
 
     Returns:
@@ -434,7 +436,7 @@ def benchmark_plan(
     if include_checks:
         cases += check_cases(seeds_per_scenario)
     results = []
-    with Perceiver(settings=PerceiverSettings(track=True)) as perceiver:
+    with Perceiver(settings=PerceiverSettings(track=True, landmarks=landmarks)) as perceiver:
         for case in tqdm(cases, desc="plan benchmark", unit="case", file=sys.stderr, disable=not progress):
             results.append(run_case(case, perceiver, use_level_net=use_level_net))
     summary = summarize(results)
@@ -503,12 +505,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-level-net", action="store_true", help="landmark levels from the keypoint rules alone"
     )
+    parser.add_argument(
+        "--landmarks",
+        choices=("mediapipe", "depth", "fused"),
+        default="fused",
+        help="landmark sources (default fused)",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     summary, results = benchmark_plan(
         seeds_per_scenario=1 if args.quick else args.seeds,
         include_checks=not args.no_checks,
         use_level_net=not args.no_level_net,
+        landmarks=args.landmarks,
     )
     print(format_report(summary))
     print(

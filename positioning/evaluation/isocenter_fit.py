@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 import sys
@@ -65,7 +67,7 @@ TRAIN_SCENARIOS: tuple[str, ...] = (
 )  # fmt: skip
 #: Training seeds (the benchmark uses 2000 and up; perception's calibrations used 0-400).
 TRAIN_SEEDS: tuple[int, ...] = tuple(range(1000, 1020))
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -94,6 +96,9 @@ class SimSample:
         cs_x_min_mm, cs_x_max_mm, cs_z_min_mm, cs_z_max_mm: their extents.
         mattress_top_z_mm: the free mattress top (truth table height).
         bmi: the patient's body-mass index (NaN for an empty table).
+        label: ``(H, W)`` uint8 :class:`~positioning.sim.room.Label` of each pixel (the ideal render).
+        footprint: the body's plan-view footprint (see :func:`_footprint`), empty without a patient.
+        footprint_origin_mm: ``(x, y)`` of its cell (0, 0).
     """
 
     scenario: str
@@ -116,6 +121,9 @@ class SimSample:
     cs_z_max_mm: np.ndarray
     mattress_top_z_mm: float
     bmi: float
+    label: np.ndarray | None = None
+    footprint: np.ndarray | None = None
+    footprint_origin_mm: np.ndarray | None = None
 
     @property
     def key(self) -> str:
@@ -144,6 +152,9 @@ def _simulate(scenario: str, seed: int, index: int, session: Any = None) -> dict
     kp_names = sorted(truth.keypoints_mm)
     lm_names = sorted(truth.landmarks_mm)
     placed = session.placed
+    footprint, footprint_origin = np.zeros((0, 0), np.uint8), np.zeros(2)
+    if placed is not None:
+        footprint, footprint_origin = _footprint(session.patient_vertices(index), placed.faces)
     return {
         "version": CACHE_VERSION,
         "scenario": scenario,
@@ -174,7 +185,28 @@ def _simulate(scenario: str, seed: int, index: int, session: Any = None) -> dict
         "cs_z_max_mm": nan if cs is None else cs.z_max_mm,
         "mattress_top_z_mm": spec.room.mattress_top_z_mm,
         "bmi": float("nan") if placed is None else placed.body.bmi,
+        "label": truth.label,
+        "footprint": footprint,
+        "footprint_origin_mm": footprint_origin,
     }
+
+
+#: Cell of the stored plan-view body footprint (mm).
+FOOTPRINT_CELL_MM = 10.0
+
+
+def _footprint(vertices_mm: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The body's plan-view footprint: ``(rows along y, cols along x)`` uint8 cells of
+    :data:`FOOTPRINT_CELL_MM` that a vertical line through the body crosses, and the ``(x, y)`` of cell
+    (0, 0)'s centre."""
+    from positioning.sim.cover import surface_heights
+
+    c = FOOTPRINT_CELL_MM
+    lo = np.floor(vertices_mm[:, :2].min(axis=0) / c) * c - c
+    hi = vertices_mm[:, :2].max(axis=0) + c
+    xs, ys = np.arange(lo[0], hi[0], c), np.arange(lo[1], hi[1], c)
+    z = surface_heights(vertices_mm, faces, xs, ys)
+    return np.isfinite(z).astype(np.uint8), lo
 
 
 def _from_npz(d: Any) -> SimSample:
@@ -214,11 +246,25 @@ def _from_npz(d: Any) -> SimSample:
         cs_z_max_mm=d["cs_z_max_mm"],
         mattress_top_z_mm=float(d["mattress_top_z_mm"]),
         bmi=float(d["bmi"]),
+        label=d["label"],
+        footprint=d["footprint"],
+        footprint_origin_mm=d["footprint_origin_mm"],
     )
 
 
+@functools.cache
+def scenario_digest(scenario: str) -> str:
+    """A short digest of a scenario file's text: cached frames are keyed by content, so editing a
+    scenario never serves frames simulated from its old text."""
+    from positioning.sim.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    text = sc.path.read_bytes() if sc.path is not None else repr(sc.data).encode()
+    return hashlib.sha256(text).hexdigest()[:10]
+
+
 def _sample_path(directory: Path, scenario: str, seed: int, index: int) -> Path:
-    return directory / f"{scenario}_{seed}_{index}.npz"
+    return directory / f"{scenario}-{scenario_digest(scenario)}_{seed}_{index}.npz"
 
 
 def _read(path: Path) -> SimSample | None:
@@ -314,6 +360,8 @@ class Observation:
     keypoint_confidence: dict[str, float]
     position: str | None
     keypoint_source: str
+    support_dip_mm: float = float("nan")
+    covered_share: np.ndarray | None = None
 
 
 def perceiver_available() -> bool:
@@ -329,36 +377,24 @@ _PERCEIVER: list[Any] = []
 
 
 def observe(sample: SimSample, *, keypoint_source: str = "auto") -> Observation:
-    """Run the perception functions planning depends on over one cached frame.
+    """Run perception over one cached frame, as the pipeline does (one frame, no tracking).
 
-    The table, points and profile come from ``segment_frame`` + ``surface_profile`` (what the pipeline
-    uses); the COCO keypoints from the :class:`~positioning.perception.pipeline.Perceiver` (one frame, no
-    tracking) when ``keypoint_source`` is ``"perceiver"`` (or ``"auto"`` and it exists), else the truth
-    keypoints.
+    The table, patient points and profile are the :class:`~positioning.perception.pipeline.Perceiver`'s
+    (the scene network's table and segmentation when its model file exists); the keypoints are its
+    landmarks when ``keypoint_source`` is ``"perceiver"`` (or ``"auto"``), else the truth keypoints.
 
     Convention: scanner frame (IEC 61217), mm.
     """
-    from positioning.perception.profile import surface_profile
-    from positioning.perception.segmentation import segment_frame
+    from positioning.perception.pipeline import Perceiver, PerceiverSettings
 
     source = keypoint_source
     if source == "auto":
         source = "perceiver" if perceiver_available() else "truth"
-    table = profile = None
-    points = np.zeros((0, 3))
-    try:
-        table, seg = segment_frame(sample.frame, sample.calibration)
-        if seg.has_patient:
-            points = seg.points_mm
-            profile = surface_profile(points, table)
-    except Exception:
-        pass
+    if not _PERCEIVER:
+        landmarks = "fused" if perceiver_available() else "depth"
+        _PERCEIVER.append(Perceiver(settings=PerceiverSettings(track=False, landmarks=landmarks)))
+    state = _PERCEIVER[0].perceive(sample.frame, sample.calibration)
     if source == "perceiver":
-        from positioning.perception.pipeline import Perceiver, PerceiverSettings
-
-        if not _PERCEIVER:
-            _PERCEIVER.append(Perceiver(settings=PerceiverSettings(track=False)))
-        state = _PERCEIVER[0].perceive(sample.frame, sample.calibration)
         kps = {k: np.asarray(v, np.float64) for k, v in state.landmarks_mm.items()}
         conf = dict(state.landmark_confidence)
     else:
@@ -366,13 +402,15 @@ def observe(sample: SimSample, *, keypoint_source: str = "auto") -> Observation:
         conf = dict.fromkeys(kps, 1.0)
     return Observation(
         sample=sample,
-        table=table,
-        profile=profile,
-        points_mm=points,
+        table=state.table,
+        profile=state.profile,
+        points_mm=state.patient_points_mm,
         keypoints_mm=kps,
         keypoint_confidence=conf,
         position=sample.position,
         keypoint_source=source,
+        support_dip_mm=state.support_dip_mm,
+        covered_share=state.covered_share,
     )
 
 
@@ -478,7 +516,13 @@ def isocenter_rows(
         except ValueError:
             counts["no_keypoints"] += 1
             continue
-        f = slice_features(ob.profile, ob.points_mm, ob.table)
+        f = slice_features(
+            ob.profile,
+            ob.points_mm,
+            ob.table,
+            support_dip_mm=ob.support_dip_mm,
+            covered_share=ob.covered_share,
+        )
         half = f.slice_mm / 2
         cy, area = s.cs_y_mm, s.cs_area_mm2
         target = np.full(len(f), np.nan)
@@ -756,12 +800,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[2] / "models")
     parser.add_argument("--generate-only", action="store_true", help="only fill the sample cache")
+    parser.add_argument(
+        "--world",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fit on N sessions of the randomised world (training seeds from 10000) instead of the scenarios",
+    )
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
-    seeds = TRAIN_SEEDS[: args.seeds]
+    from positioning.evaluation.world_data import WORLD, train_seeds
+
     t0 = time.perf_counter()
-    samples = load_samples([(sc, s) for s in seeds for sc in TRAIN_SCENARIOS], desc="training samples")
+    if args.world:
+        seeds = train_seeds(args.world)
+        scenarios: tuple[str, ...] = (WORLD,)
+    else:
+        seeds = list(TRAIN_SEEDS[: args.seeds])
+        scenarios = TRAIN_SCENARIOS
+    samples = load_samples([(sc, s) for s in seeds for sc in scenarios], desc="training samples")
+    samples = [s for s in samples if s.position is not None]
     if args.generate_only:
         print(f"{len(samples)} samples cached in {time.perf_counter() - t0:.0f} s under {cache_dir()}")
         return 0
@@ -773,8 +832,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     iso_model, iso_report = fit_isocenter_model(obs)
     lm_model, lm_report = fit_landmark_model(obs)
     training = {
-        "scenarios": list(TRAIN_SCENARIOS),
-        "seeds": list(seeds),
+        "scenarios": list(scenarios),
+        "seeds": [seeds[0], seeds[-1]] if args.world else list(seeds),
         "frame_index": 0,
         "keypoint_source": source,
         "created_by": "python -m positioning.evaluation.isocenter_fit",

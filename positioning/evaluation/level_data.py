@@ -49,7 +49,7 @@ __all__ = [
 #: makes).
 LEVEL_SCENARIOS: tuple[str, ...] = TRAIN_SCENARIOS
 FIRST_SEED = 10000
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,35 +84,53 @@ def _path(directory: Path, scenario: str, seed: int) -> Path:
     return directory / f"v{DATA_VERSION}" / f"{scenario}_{seed}.npz"
 
 
-def make_sample(scenario: str, seed: int) -> dict[str, np.ndarray] | None:
-    """Simulate one frame and build its sample arrays (None when perception finds no patient)."""
+_PERCEIVER: list = []
+
+
+def _segment(frame, calibration):  # -> (table, patient points) or None
+    """The table and patient points as the pipeline finds them (the scene network's table and
+    segmentation when its model file exists, geometry alone otherwise)."""
     from positioning.errors import PositioningError
+    from positioning.perception.scene_net import default_scene_net_path
+
+    if not default_scene_net_path().is_file():
+        from positioning.perception.segmentation import segment_frame
+
+        try:
+            table, seg = segment_frame(frame, calibration)
+        except PositioningError:
+            return None
+        return (table, seg.points_mm) if seg.has_patient else None
+    from positioning.perception.pipeline import Perceiver, PerceiverSettings
+
+    if not _PERCEIVER:
+        _PERCEIVER.append(Perceiver(backends=[], settings=PerceiverSettings(track=False, landmarks="depth")))
+    state = _PERCEIVER[0].perceive(frame, calibration)
+    return (state.table, state.patient_points_mm) if state.has_patient else None
+
+
+def make_sample(scenario: str, seed: int) -> dict[str, np.ndarray] | None:
+    """Simulate (or read the cached) frame and build its sample arrays (None when perception finds no
+    patient). The world's sessions use their cached frame 0; the older scenarios frame ``seed % 10``."""
+    from positioning.evaluation.isocenter_fit import load_frames
     from positioning.evaluation.truth import truth_level_y_mm
-    from positioning.frames import Calibration
     from positioning.native_log import quiet_native_stderr
     from positioning.perception.heightmap import height_map
-    from positioning.perception.segmentation import segment_frame
     from positioning.planning.anatomy import PLANNING_LANDMARKS
-    from positioning.sim.scenario import sample_session
-    from positioning.sim.session import SimulatedSession
 
+    index = 0 if scenario == "world" else seed % 10
     with quiet_native_stderr():
-        session = SimulatedSession(sample_session(scenario, seed))
-        if session.spec.placement is None:
+        sample = load_frames(scenario, seed, [index])[0]
+        if sample.position is None:
             return None
-        index = seed % 10
-        frame, truth = session.frame(index)
-    calibration = Calibration(scanner_from_camera=session.scanner_from_camera, method="simulated")
-    try:
-        table, seg = segment_frame(frame, calibration)
-    except PositioningError:
+        found = _segment(sample.frame, sample.calibration)
+    if found is None:
         return None
-    if not seg.has_patient:
-        return None
-    position = str(session.spec.placement.position)
+    table, points = found
+    position = sample.position
     sign = 1 if position.startswith("HF") else -1
-    hm = height_map(seg.points_mm, table, sign)
-    levels = truth_level_y_mm(truth.landmarks_mm, truth.keypoints_mm)
+    hm = height_map(points, table, sign)
+    levels = truth_level_y_mm(sample.landmarks_mm, sample.keypoints_mm)
     return {
         "version": np.int32(DATA_VERSION),
         "scenario": np.str_(scenario),
@@ -121,7 +139,7 @@ def make_sample(scenario: str, seed: int) -> dict[str, np.ndarray] | None:
         "height_mm": hm.height_mm.astype(np.float16),
         "count": np.minimum(hm.count, 65535).astype(np.uint16),
         "position": np.str_(position),
-        "arms": np.str_(str(session.spec.placement.arms)),
+        "arms": np.str_(str(sample.arms)),
         "levels_s_mm": np.array([float(hm.s_of_y(levels[n])) for n in PLANNING_LANDMARKS], np.float32),
     }
 
@@ -209,9 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=450, help="sessions per scenario")
     parser.add_argument("--first-seed", type=int, default=FIRST_SEED)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--world", action="store_true", help="sessions of the randomised world (sim/world.yaml)"
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    n = generate(args.sessions, first_seed=args.first_seed, workers=args.workers)
+    scenarios = ("world",) if args.world else LEVEL_SCENARIOS
+    n = generate(args.sessions, scenarios=scenarios, first_seed=args.first_seed, workers=args.workers)
     print(f"{n} samples under {data_dir()} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -227,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings, seeds from --seed on); the rest are trained",
     )
     parser.add_argument("--no-generate", action="store_true", help="use only what is cached")
+    parser.add_argument(
+        "--world",
+        action="store_true",
+        help="train on the randomised world (sim/world.yaml; --sessions of it)",
+    )
     parser.add_argument("--out", type=Path, default=MODELS_DIR / "level_net.pt")
     args = parser.parse_args(argv)
     import torch
@@ -234,9 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from positioning.planning.anatomy import PLANNING_LANDMARKS
 
     t0 = time.perf_counter()
+    scenarios = ("world",) if args.world else LEVEL_SCENARIOS
     if not args.no_generate:
-        generate(args.sessions)
-    samples = load_dataset(args.sessions)
+        generate(args.sessions, scenarios=scenarios)
+    samples = load_dataset(args.sessions, scenarios=scenarios)
     tr, va = split(samples)
     print(f"{len(samples)} samples: {len(tr)} training, {len(va)} validation", file=sys.stderr)
     tra, vaa = to_arrays(tr), to_arrays(va)
@@ -284,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["groups"][group][name] = _stats(err[sel, j])
             sigma[group][name] = max(report["groups"][group][name]["sigma_mm"], 1.0)
     training = {
-        "scenarios": list(LEVEL_SCENARIOS),
+        "scenarios": list(scenarios),
         "seeds": [FIRST_SEED, FIRST_SEED + args.sessions - 1],
         "validation": "seed offset % 10 == 0",
         "samples_train": len(tr),

@@ -11,7 +11,7 @@ import numpy as np
 
 from positioning.perception.state import PatientState
 
-__all__ = ["SKELETON", "draw_perception"]
+__all__ = ["SKELETON", "draw_perception", "draw_scene"]
 
 #: COCO skeleton edges drawn between landmarks.
 SKELETON: tuple[tuple[str, str], ...] = (
@@ -58,4 +58,53 @@ def draw_perception(color_rgb: np.ndarray, state: PatientState) -> np.ndarray:
         text += "  MOVING"
     cv2.putText(img, text, (10, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 4, cv2.LINE_AA)
     cv2.putText(img, text, (10, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+    return img
+
+
+_CLASS_RGB = {
+    "background": (30, 30, 30), "support": (150, 150, 150), "patient": (60, 200, 90),
+    "on_patient": (80, 140, 230), "person": (230, 60, 60), "other": (230, 150, 40),
+}  # fmt: skip
+
+
+def draw_scene(state: PatientState, *, scale: int = 6) -> np.ndarray | None:
+    """What the scene network sees, from straight above: each 40 mm cell in its class's colour (support
+    grey, patient green, blanket or pillow blue, another person red, other things orange), the body's
+    footprint outlined, the landmarks it places, and its position, arms and cover. Rows grow toward the
+    gantry (+y up in the picture), columns toward +x. None without the scene network.
+    """
+    from positioning.perception.scene_net import CLASSES
+
+    scene = state.scene
+    if scene is None:
+        return None
+    cls = scene.class_prob.argmax(0)
+    img = np.zeros((*cls.shape, 3), np.uint8)
+    for i, name in enumerate(CLASSES):
+        img[cls == i] = _CLASS_RGB[name]
+    img = cv2.resize(img, (cls.shape[1] * scale, cls.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    foot = cv2.resize(
+        (scene.footprint_prob > 0.5).astype(np.uint8),
+        (img.shape[1], img.shape[0]),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    contours, _ = cv2.findContours(foot, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(img, contours, -1, (255, 255, 255), 1, cv2.LINE_AA)
+
+    def px(xy: np.ndarray) -> tuple[int, int]:
+        c = (xy[0] - scene.origin_mm[0]) / scene.cell_mm * scale
+        r = (xy[1] - scene.origin_mm[1]) / scene.cell_mm * scale
+        return round(c), round(r)
+
+    for n, xy in scene.keypoints_xy_mm.items():
+        if scene.keypoint_confidence[n] > 0.3:
+            cv2.circle(img, px(xy), max(2, scale // 2), _color(n), -1, cv2.LINE_AA)
+    img = np.ascontiguousarray(img[::-1])  # +y up
+    pos, pc = scene.position
+    arms, ac = scene.arms
+    cover, cc = scene.cover
+    for k, text in enumerate((f"{pos} {pc:.2f}", f"arms {arms} {ac:.2f}", f"cover {cover} {cc:.2f}")):
+        cv2.putText(
+            img, text, (6, 18 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
+        )
     return img

@@ -31,7 +31,15 @@ import numpy as np
 
 from positioning.errors import PositioningError
 from positioning.frames import Calibration, RGBDFrame
+from positioning.perception.fusion import (
+    decide_arms,
+    decide_position,
+    fuse_landmarks_3d,
+    labels_for_position,
+    scene_landmarks,
+)
 from positioning.perception.landmarks import LandmarkBackend, Landmarks2D, fuse_landmarks
+from positioning.perception.landmarks.base import ModelNotFoundError
 from positioning.perception.lifting import (
     Landmarks3D,
     LiftSettings,
@@ -42,16 +50,34 @@ from positioning.perception.lifting import (
 from positioning.perception.orientation import (
     BODY_AXES,
     ArmState,
+    ArmStateResult,
+    OrientationResult,
     PatientPosition,
     estimate_arm_state,
     estimate_orientation,
     swap_left_right,
 )
-from positioning.perception.profile import surface_profile
+from positioning.perception.planview import plan_view
+from positioning.perception.pointcloud import ScannerCloud, cloud_from_image, project_points, scanner_image
+from positioning.perception.profile import slice_share, support_dip_mm, surface_profile
 from positioning.perception.repair import repair_landmarks
-from positioning.perception.segmentation import segment_frame
+from positioning.perception.scene_net import SceneNet, SceneOutput, load_scene_net
+from positioning.perception.segmentation import (
+    DEFAULT_SEGMENTATION_SETTINGS,
+    PatientSegment,
+    SegmentationSettings,
+    segment_patient,
+)
 from positioning.perception.state import PatientState
-from positioning.perception.status import PerceptionStatus
+from positioning.perception.status import NoTableError, PerceptionNote, PerceptionStatus, error_for_status
+from positioning.perception.table import (
+    DEFAULT_TABLE_SETTINGS,
+    TableEstimate,
+    TableSettings,
+    find_table,
+    table_on_support,
+)
+from positioning.perception.table_model import DEFAULT_TABLE_MODEL, TableModel, table_notes
 from positioning.perception.temporal import PoseTracker
 
 __all__ = [
@@ -62,6 +88,7 @@ __all__ = [
     "body_axes",
     "lying_of",
     "Perceiver",
+    "LANDMARK_MODES",
     "DEFAULT_CORRECTION_PATH",
 ]
 
@@ -143,29 +170,67 @@ def apply_landmark_correction(
     return landmarks.replace(points_mm=points)
 
 
+#: Landmark sources the Perceiver can use (``--landmarks`` on the command line).
+LANDMARK_MODES: tuple[str, ...] = ("mediapipe", "depth", "fused")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PerceiverSettings:
     """Settings of :class:`Perceiver`.
 
     Attributes:
         stride: segmentation sampling step (1 = every pixel).
-        table_stride: table-fit sampling step.
+        table_stride: table-fit (and plan-view) sampling step.
         track: smooth over frames (a live stream or a recording); False treats each frame alone.
         correction_path: landmark definition correction file (None: the shipped default).
+        landmarks: which landmark sources decide the landmarks, the position and the arm state:
+            ``"mediapipe"`` (BlazePose on the colour image, lifted to 3-D), ``"depth"`` (our scene
+            network, from depth alone) or ``"fused"`` (both, by confidence). Without a colour stream
+            ``"fused"`` is depth alone.
+        scene_net_path: scene network file (None: ``models/scene_net.pt``). The scene network also
+            chooses the table and cleans the patient's segment in every mode; without its file perception
+            falls back to geometry alone (and ``"depth"`` is refused).
+        table: table-finding settings (geometry).
+        table_model: the site's table (a table unlike it is noted, ``TABLE_UNUSUAL``).
+        segmentation: patient segmentation settings.
+        table_height: where the table's height comes from with the scene network: ``"geometry"`` (the
+            support's densest layer), ``"network"`` (the network's reading of the trough) or ``"blend"``.
     """
 
     stride: int = 1
     table_stride: int = 2
     track: bool = True
     correction_path: Path | None = None
+    landmarks: str = "fused"
+    scene_net_path: Path | None = None
+    table: TableSettings = DEFAULT_TABLE_SETTINGS
+    table_model: TableModel = DEFAULT_TABLE_MODEL
+    segmentation: SegmentationSettings = DEFAULT_SEGMENTATION_SETTINGS
+    table_height: str = "geometry"
+
+    def __post_init__(self) -> None:
+        if self.table_height not in ("geometry", "network", "blend"):
+            raise ValueError(f"table_height must be geometry, network or blend, got {self.table_height!r}")
+        if self.landmarks not in LANDMARK_MODES:
+            raise ValueError(f"landmarks must be one of {LANDMARK_MODES}, got {self.landmarks!r}")
+        if self.table_stride % self.stride:
+            raise ValueError(
+                f"table_stride ({self.table_stride}) must be a multiple of stride ({self.stride})"
+            )
 
 
 class Perceiver:
     """Turns frames into :class:`PatientState` s.
 
     Args:
-        backends: 2-D landmark backends (default: MediaPipe BlazePose, loaded once).
+        backends: 2-D landmark backends (default: MediaPipe BlazePose, loaded once, when the landmark mode
+            uses it).
+        scene_net: the scene network (default: loaded from ``settings.scene_net_path`` or the shipped
+            file; None when that file is missing and the mode does not need it).
         settings: see :class:`PerceiverSettings`.
+
+    Raises:
+        ModelNotFoundError: ``landmarks="depth"`` without a scene network file.
 
     Example:
         >>> with Perceiver() as perceiver:  # doctest: +SKIP
@@ -173,13 +238,27 @@ class Perceiver:
     """
 
     def __init__(
-        self, backends: Sequence[LandmarkBackend] | None = None, *, settings: PerceiverSettings | None = None
+        self,
+        backends: Sequence[LandmarkBackend] | None = None,
+        *,
+        scene_net: SceneNet | None = None,
+        settings: PerceiverSettings | None = None,
     ) -> None:
         self.settings = settings or PerceiverSettings()
+        mode = self.settings.landmarks
+        if scene_net is None:
+            try:
+                scene_net = load_scene_net(self.settings.scene_net_path)
+            except ModelNotFoundError:
+                if mode == "depth" or self.settings.scene_net_path is not None:
+                    raise
+        self.scene_net = scene_net
         if backends is None:
-            from positioning.perception.landmarks.mediapipe_backend import MediaPipePoseBackend
+            backends = []
+            if mode in ("mediapipe", "fused"):
+                from positioning.perception.landmarks.mediapipe_backend import MediaPipePoseBackend
 
-            backends = [MediaPipePoseBackend()]
+                backends = [MediaPipePoseBackend()]
         self.backends = list(backends)
         self.correction = load_landmark_correction(self.settings.correction_path)
         self.tracker = PoseTracker()
@@ -200,58 +279,109 @@ class Perceiver:
         """Forget the stream (a new patient)."""
         self.tracker.reset()
 
+    @property
+    def uses_scene(self) -> bool:
+        """The scene network takes part in the landmarks, position and arms (not MediaPipe alone)."""
+        return self.scene_net is not None and self.settings.landmarks in ("depth", "fused")
+
     def perceive(self, frame: RGBDFrame, calibration: Calibration) -> PatientState:
         """One frame -> :class:`PatientState` (never raises for a frame without a patient: see ``status``)."""
+        s = self.settings
         t = {"start": time.perf_counter()}
         base = {"frame_number": frame.frame_number, "timestamp_ms": frame.timestamp_ms}
-        try:
-            table, segment = segment_frame(
-                frame, calibration, stride=self.settings.stride, table_stride=self.settings.table_stride
+        if frame.valid_fraction < s.segmentation.min_valid_fraction:
+            err = error_for_status(
+                PerceptionStatus.NO_DEPTH,
+                f"({frame.valid_fraction:.1%} valid pixels < {s.segmentation.min_valid_fraction:.0%})",
             )
+            return PatientState(status=PerceptionStatus.NO_DEPTH, message=str(err), **base)
+        image = scanner_image(frame, calibration, stride=s.stride)
+        k = s.table_stride // s.stride
+        cloud = cloud_from_image(image[::k, ::k], image_shape=frame.intrinsics.shape, stride=s.table_stride)
+        scene = None
+        if self.scene_net is not None:
+            scene = self.scene_net.predict(plan_view(cloud.points_mm, self.scene_net.plan_view))
+        t["scene"] = time.perf_counter()
+        try:
+            table = self._table(cloud, scene)
         except PositioningError as e:
             status = PerceptionStatus(e.code) if e.code in PerceptionStatus.__members__ else None
             if status is None:
                 raise
-            return PatientState(status=status, message=str(e), **base)
+            return PatientState(status=status, message=str(e), scene=scene, **base)
+        notes = list(table_notes(table, s.table_model))
+        segment = segment_patient(
+            image,
+            table,
+            image_shape=frame.intrinsics.shape,
+            stride=s.stride,
+            settings=s.segmentation,
+            scene=scene,
+        )
         t["segmentation"] = time.perf_counter()
         if not segment.status.has_patient:
-            return PatientState(status=segment.status, message=segment.status.message, table=table, **base)
+            return PatientState(
+                status=segment.status, message=segment.status.message, table=table, scene=scene,
+                notes=tuple(notes), **base,
+            )  # fmt: skip
+        if not table.supports_patient:
+            notes.append(
+                PerceptionNote(
+                    code="TABLE_UNCERTAIN",
+                    severity="warning",
+                    message="The table was chosen without seeing the patient rest on it: check the overlay.",
+                )
+            )
         profile = surface_profile(segment.points_mm, table)
+        dip = support_dip_mm(cloud.points_mm, segment.points_mm, table)
+        covered = None
+        if scene is not None:
+            under = scene.at(scene.prob("on_patient"), segment.points_mm) > 0.5
+            covered = slice_share(profile, segment.points_mm, under)
         t["profile"] = time.perf_counter()
 
-        lm2 = self._detect(frame)
+        lm_mp, orientation, arm, repairs = self._mediapipe(frame, calibration, table, segment)
         t["landmarks_2d"] = time.perf_counter()
-        landmarks: Landmarks3D | None = None
-        orientation = arm = None
-        repairs: dict[str, str] = {}
-        if lm2 is not None:
-            top = float(table.top_z_mm)
-            landmarks = lift_landmarks(lm2, frame, calibration, table_top_z_mm=top, patient_mask=segment.mask)
-            orientation = estimate_orientation(landmarks, patient_points_mm=segment.points_mm)
-            if orientation.labels_swapped:
-                landmarks = swap_left_right(landmarks)
-            offsets = depth_offsets_for(orientation.position)
-            landmarks = reoffset_landmarks(landmarks, calibration, offsets=offsets, table_top_z_mm=top)
-            repaired = repair_landmarks(
-                landmarks,
-                frame,
-                calibration,
-                table_top_z_mm=top,
-                patient_mask=segment.mask,
-                patient_points_mm=segment.points_mm,
-                lift_settings=LiftSettings(offsets=offsets),
+        lm_net = scene_landmarks(scene, table) if scene is not None and self.uses_scene else None
+        net_pos = scene.position_prob if scene is not None and self.uses_scene else None
+        geometric = None if orientation is None else (orientation.position, orientation.confidence)
+        position, position_conf, note = decide_position(net_pos, geometric)
+        if note is not None:
+            notes.append(note)
+        if lm_mp is not None and orientation is not None:
+            lm_mp = labels_for_position(lm_mp, orientation.position, position)
+        landmarks, disagree = fuse_landmarks_3d(lm_mp, lm_net)
+        if len(set(disagree) & set(_TRUNK)) >= 2:
+            notes.append(
+                PerceptionNote(
+                    code="LANDMARKS_DISAGREE",
+                    severity="warning",
+                    message=(
+                        "The colour image and the depth disagree about where the shoulders and hips are ("
+                        + ", ".join(sorted(set(disagree) & set(_TRUNK)))
+                        + "): check the patient and the overlay."
+                    ),
+                )
             )
-            landmarks, repairs = repaired.landmarks, repaired.changed()
-            arm = estimate_arm_state(landmarks, orientation)
-            landmarks = apply_landmark_correction(landmarks, orientation.position, arm.state, self.correction)
+        net_arms = scene.arms_prob if scene is not None and self.uses_scene else None
+        arms, arms_conf = decide_arms(net_arms, None if arm is None else (arm.state, arm.confidence))
+        cover, cover_conf = (None, 0.0) if scene is None else scene.cover
+        if cover not in (None, "none") and cover_conf >= 0.5:
+            notes.append(
+                PerceptionNote(
+                    code="PATIENT_COVERED",
+                    severity="warning",
+                    message=(
+                        f"A blanket covers the patient ({_COVER_TEXT.get(cover, cover)}): the body's outline "
+                        "under it is estimated, so the isocenter and the range ends there are less certain."
+                    ),
+                    details={"cover": cover, "confidence": round(cover_conf, 3)},
+                )
+            )
         t["landmarks_3d"] = time.perf_counter()
 
-        position = None if orientation is None else orientation.position
-        position_conf = 0.0 if orientation is None else orientation.confidence
-        arms = None if arm is None else arm.state
-        arms_conf = 0.0 if arm is None else arm.confidence
         moving, motion = False, float("nan")
-        if landmarks is not None and self.settings.track:
+        if landmarks is not None and s.track:
             tracked = self.tracker.update(
                 landmarks,
                 frame.timestamp_ms,
@@ -267,6 +397,12 @@ class Perceiver:
 
         points, confidence, pixels = {}, {}, {}
         if landmarks is not None:
+            # every landmark's pixel in the depth image (the scene network's have none of their own)
+            missing = ~np.all(np.isfinite(landmarks.uv_px), axis=1)
+            if np.any(missing):
+                uv = landmarks.uv_px.copy()
+                uv[missing] = project_points(landmarks.points_mm[missing], calibration, frame.intrinsics)
+                landmarks = landmarks.replace(uv_px=uv)
             for i, n in enumerate(landmarks.names):
                 points[n], confidence[n], pixels[n] = (
                     landmarks.points_mm[i],
@@ -276,7 +412,7 @@ class Perceiver:
         stages = list(t)
         timings = {b: 1000.0 * (t[b] - t[a]) for a, b in itertools.pairwise(stages)}
         timings["total"] = 1000.0 * (t[stages[-1]] - t["start"])
-        message = segment.status.message if lm2 is not None else "Patient found, but no body landmarks."
+        message = segment.status.message if landmarks is not None else "Patient found, but no body landmarks."
         return PatientState(
             status=segment.status,
             message=message,
@@ -295,8 +431,65 @@ class Perceiver:
             motion_mm=float(motion),
             repairs=repairs,
             timings_ms=timings,
+            cover=cover,
+            cover_confidence=float(cover_conf),
+            landmark_backends="" if landmarks is None else landmarks.backend,
+            notes=tuple(notes),
+            support_dip_mm=dip,
+            covered_share=covered,
+            scene=scene,
             **base,
         )
+
+    def _table(self, cloud: ScannerCloud, scene: SceneOutput | None) -> TableEstimate:
+        """The table: on the surface the scene network sees the patient lying on (refined by geometry);
+        geometry alone (:func:`find_table`) without the network or when its surface does not hold up."""
+        if scene is not None:
+            support = scene.at(scene.prob("support"), cloud.points_mm) > 0.5
+            try:
+                table = table_on_support(
+                    cloud,
+                    support,
+                    self.settings.table,
+                    note="the surface the scene network sees the patient on",
+                )
+                return _table_height(table, scene, self.settings.table_height)
+            except NoTableError as e:
+                table = find_table(cloud, self.settings.table)
+                why = f"geometry alone; the scene network's surface failed: {e}"
+                return dataclasses.replace(table, considered=(why, *table.considered))
+        return find_table(cloud, self.settings.table)
+
+    def _mediapipe(
+        self, frame: RGBDFrame, calibration: Calibration, table: TableEstimate, segment: PatientSegment
+    ) -> tuple[Landmarks3D | None, OrientationResult | None, ArmStateResult | None, dict[str, str]]:
+        """MediaPipe's landmarks lifted to 3-D (orientation, left/right, depth offsets, repair, arm state,
+        definition correction), or Nones without a colour image or a person in it."""
+        if not self.backends or frame.color_rgb is None or self.settings.landmarks == "depth":
+            return None, None, None, {}
+        lm2 = self._detect(frame)
+        if lm2 is None:
+            return None, None, None, {}
+        top = float(table.top_z_mm)
+        landmarks = lift_landmarks(lm2, frame, calibration, table_top_z_mm=top, patient_mask=segment.mask)
+        orientation = estimate_orientation(landmarks, patient_points_mm=segment.points_mm)
+        if orientation.labels_swapped:
+            landmarks = swap_left_right(landmarks)
+        offsets = depth_offsets_for(orientation.position)
+        landmarks = reoffset_landmarks(landmarks, calibration, offsets=offsets, table_top_z_mm=top)
+        repaired = repair_landmarks(
+            landmarks,
+            frame,
+            calibration,
+            table_top_z_mm=top,
+            patient_mask=segment.mask,
+            patient_points_mm=segment.points_mm,
+            lift_settings=LiftSettings(offsets=offsets),
+        )
+        landmarks = repaired.landmarks
+        arm = estimate_arm_state(landmarks, orientation)
+        landmarks = apply_landmark_correction(landmarks, orientation.position, arm.state, self.correction)
+        return landmarks, orientation, arm, repaired.changed()
 
     def _detect(self, frame: RGBDFrame) -> Landmarks2D | None:
         results = [
@@ -305,3 +498,27 @@ class Perceiver:
         if not results:
             return None
         return results[0] if len(results) == 1 else fuse_landmarks(results)
+
+
+def _table_height(table: TableEstimate, scene: SceneOutput, how: str) -> TableEstimate:
+    """The table's height from geometry (the densest layer of the support, moved to a curved cradle's
+    trough), from the scene network's reading of the trough (which has seen rims, pillows, blankets and
+    soft foam's dip in training), or their mean."""
+    z = scene.table_z_mm
+    if how == "geometry" or not np.isfinite(z):
+        return table
+    target = z if how == "network" else 0.5 * (z + table.top_z_mm)
+    dz = target - table.top_z_mm
+    source = "the scene network" if how == "network" else "geometry and the scene network"
+    line = f"height from {source}: z {target:.0f} mm ({dz:+.0f} mm)"
+    return dataclasses.replace(
+        table,
+        offset_mm=table.offset_mm - dz * table.normal[2],
+        top_z_mm=target,
+        considered=(*table.considered, line),
+    )
+
+
+_COVER_TEXT = {"chest": "up to the chest", "legs": "the legs"}
+#: The trunk landmarks whose disagreement between sources is named.
+_TRUNK = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")

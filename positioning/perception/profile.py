@@ -25,6 +25,8 @@ import numpy as np
 from positioning.perception.table import TableEstimate
 
 __all__ = [
+    "support_dip_mm",
+    "slice_share",
     "freeze_slice_arrays",
     "ProfileSettings",
     "SurfaceProfile",
@@ -268,3 +270,83 @@ def surface_profile(
         midline_x_mm=mid,
         median_x_mm=x_med,
     )
+
+
+def support_dip_mm(
+    scene_points_mm: np.ndarray,
+    patient_points_mm: np.ndarray,
+    table: TableEstimate,
+    *,
+    band_mm: tuple[float, float] = (20.0, 80.0),
+    cell_mm: float = 10.0,
+    max_offset_mm: float = 80.0,
+) -> float:
+    """How far the surface the patient lies on dips just beside the body (mm, negative = below the table
+    plane): the median height of what is seen ``band_mm`` outside the patient's plan-view outline, within
+    ``max_offset_mm`` of the plane. Soft foam is pulled down around a body sinking into it, a firm pad is
+    not: the dip is the one visible trace of how deep the unseen back lies.
+
+    Convention: scanner frame (IEC 61217), mm; heights above the table plane.
+
+    Args:
+        scene_points_mm: ``(N, 3)`` points of the whole frame (a strided cloud is plenty).
+        patient_points_mm: ``(M, 3)`` the patient's points.
+        table: the table of the same frame.
+
+    Returns:
+        The dip, or NaN when nothing is seen beside the body.
+    """
+    import cv2
+
+    body = np.asarray(patient_points_mm, np.float64)
+    scene = np.asarray(scene_points_mm, np.float64)
+    if len(body) < 10 or len(scene) == 0:
+        return float("nan")
+    lo = body[:, :2].min(axis=0) - band_mm[1] - 2 * cell_mm
+    shape = (
+        int((body[:, 1].max() - lo[1] + band_mm[1]) / cell_mm) + 3,
+        int((body[:, 0].max() - lo[0] + band_mm[1]) / cell_mm) + 3,
+    )
+    occ = np.zeros(shape, np.uint8)
+    r = ((body[:, 1] - lo[1]) / cell_mm).astype(np.int64)
+    c = ((body[:, 0] - lo[0]) / cell_mm).astype(np.int64)
+    occ[r, c] = 1
+    occ = cv2.morphologyEx(occ, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+
+    def grown(mm: float) -> np.ndarray:
+        k = 2 * round(mm / cell_mm) + 1
+        return cv2.dilate(occ, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(bool)
+
+    band = grown(band_mm[1]) & ~grown(band_mm[0])
+    rs = ((scene[:, 1] - lo[1]) / cell_mm).astype(np.int64)
+    cs = ((scene[:, 0] - lo[0]) / cell_mm).astype(np.int64)
+    ok = (rs >= 0) & (rs < shape[0]) & (cs >= 0) & (cs < shape[1])
+    ok[ok] = band[rs[ok], cs[ok]]
+    h = table.height_above_mm(scene[ok])
+    h = h[np.abs(h) < max_offset_mm]
+    return float(np.median(h)) if len(h) >= 20 else float("nan")
+
+
+def slice_share(profile: SurfaceProfile, points_mm: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Per profile slice, the share of the points in it that are flagged (e.g. seen under a blanket).
+
+    Convention: scanner frame, mm; slices as in ``profile``.
+
+    Args:
+        profile: the surface profile.
+        points_mm: ``(N, 3)`` the points the profile was measured from.
+        flags: ``(N,)`` bool.
+
+    Returns:
+        ``(K,)`` float64 in [0, 1], NaN for empty slices.
+    """
+    k_n = len(profile)
+    p = np.asarray(points_mm, np.float64)
+    if k_n == 0 or len(p) == 0:
+        return np.full(k_n, np.nan)
+    y0 = profile.y_mm[0] - profile.slice_mm / 2
+    k = np.clip(np.floor((p[:, 1] - y0) / profile.slice_mm).astype(np.int64), 0, k_n - 1)
+    n = np.bincount(k, minlength=k_n).astype(np.float64)
+    f = np.bincount(k, weights=np.asarray(flags, np.float64), minlength=k_n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, f / n, np.nan)

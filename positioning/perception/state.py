@@ -13,7 +13,7 @@ import numpy as np
 
 from positioning.perception.orientation import ArmState, PatientPosition
 from positioning.perception.profile import SurfaceProfile
-from positioning.perception.status import PerceptionStatus
+from positioning.perception.status import PerceptionNote, PerceptionStatus
 from positioning.perception.table import TableEstimate
 
 __all__ = ["PatientState"]
@@ -44,6 +44,16 @@ class PatientState:
         motion_mm: recent motion (NaN until known).
         repairs: name -> reason code of any landmark repaired or dropped (``issue:action``).
         timings_ms: stage name -> milliseconds spent on this frame.
+        cover: how far a blanket covers the patient (``"none"``, ``"legs"``, ``"chest"``), or None when
+            not judged (no scene network).
+        cover_confidence: in [0, 1].
+        landmark_backends: which landmark sources were used (e.g. ``"mediapipe+scene_net"``).
+        notes: what may make this result wrong (covered, unusual table, disagreeing sources).
+        support_dip_mm: how far the surface dips just beside the body (mm below the table plane is
+            negative; :func:`~positioning.perception.profile.support_dip_mm`), NaN when not measured.
+        covered_share: ``(K,)`` per profile slice, the share of the patient's points the scene network
+            sees under a blanket (None without the network).
+        scene: the scene network's output (for overlays and checks), or None.
     """
 
     status: PerceptionStatus
@@ -65,6 +75,13 @@ class PatientState:
     motion_mm: float = float("nan")
     repairs: dict[str, str] = dataclasses.field(default_factory=dict)
     timings_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    cover: str | None = None
+    cover_confidence: float = 0.0
+    landmark_backends: str = ""
+    notes: tuple[PerceptionNote, ...] = ()
+    support_dip_mm: float = float("nan")
+    covered_share: np.ndarray | None = None
+    scene: Any = None
 
     @property
     def has_patient(self) -> bool:
@@ -88,6 +105,10 @@ class PatientState:
             "arms": None if self.arms is None else str(self.arms),
             "arms_confidence": round(self.arms_confidence, 3),
             "table_top_z_mm": None if self.table is None else round(float(self.table.top_z_mm), 1),
+            "cover": self.cover,
+            "cover_confidence": round(self.cover_confidence, 3),
+            "landmark_backends": self.landmark_backends,
+            "notes": [{"code": n.code, "severity": n.severity, "message": n.message} for n in self.notes],
             "moving": self.moving,
             "motion_mm": None if not np.isfinite(self.motion_mm) else round(float(self.motion_mm), 1),
             "landmarks": {

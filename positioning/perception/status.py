@@ -9,12 +9,16 @@ for; the matching exceptions derive from :class:`positioning.errors.PerceptionEr
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 from positioning.errors import NoPatientError, PerceptionError
 
 __all__ = [
     "PerceptionStatus",
+    "PerceptionNote",
     "NoDepthError",
     "NoTableError",
     "EmptyTableError",
@@ -66,6 +70,28 @@ _MESSAGES = {
         "Someone else is standing beside the table; step away so the patient can be measured reliably."
     ),
 }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PerceptionNote:
+    """Something perception noticed that may make its result wrong, with a stable code (it reaches the
+    plan's ``checks`` as it is): a covered patient, an unusual table, sources that disagree.
+
+    Attributes:
+        code: stable code (e.g. ``PATIENT_COVERED``, ``TABLE_UNUSUAL``, ``ORIENTATION_DISAGREE``).
+        severity: ``"info"``, ``"warning"`` or ``"error"``.
+        message: one or two sentences for the technologist.
+        details: measured values (JSON-friendly).
+    """
+
+    code: str
+    severity: str
+    message: str
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.severity not in ("info", "warning", "error"):
+            raise ValueError(f"severity must be info, warning or error, got {self.severity!r}")
 
 
 class NoDepthError(PerceptionError):

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from positioning.perception.orientation import BODY_AXES, ArmState, PatientPosition
-from positioning.perception.status import PerceptionStatus
+from positioning.perception.status import PerceptionNote, PerceptionStatus
 
 __all__ = [
     "Severity",
@@ -233,10 +233,17 @@ def describe_lateral(dx_mm: float, position: PatientPosition | str | None) -> st
 
 
 def check_perception(
-    status: PerceptionStatus, message: str = "", *, has_landmarks: bool = True
+    status: PerceptionStatus,
+    message: str = "",
+    *,
+    has_landmarks: bool = True,
+    notes: Sequence[PerceptionNote] = (),
 ) -> list[Check]:
-    """Perception's status as checks (nothing for OK)."""
-    out = []
+    """Perception's status and notes as checks (nothing for OK without notes)."""
+    out = [
+        Check(code=n.code, severity=Severity(n.severity), message=n.message, details=dict(n.details))
+        for n in notes
+    ]
     if status is not PerceptionStatus.OK:
         out.append(
             Check(

@@ -7,7 +7,8 @@ table, the sides bulge beyond the part of the body seen from above. A naive esti
 half the visible height) was off by a median of 6-9 mm vertically (REFERENCES.md). The model here
 predicts, per 10 mm profile slice, the height of the true cross-section centroid above the table top:
 
-    centroid_z - table_z = sum_j B_j(u) * (c_j0 + c_j1 e + c_j2 h + c_j3 A / w + c_j4 H_T + c_j5 W_T)
+    centroid_z - table_z = sum_j B_j(u) * (c_j0 + c_j1 e + c_j2 h + c_j3 A / w + c_j4 H_T + c_j5 W_T + c_j6 D
+                                           + c_j7 C)
 
 with, for the slice,
 
@@ -17,7 +18,10 @@ with, for the slice,
   integrated across the slice), ``e``: that envelope's own centroid height (``int e(x)^2 / 2 / A``),
 
 for the patient, ``H_T`` and ``W_T``: the median ``h`` and ``w`` over the trunk (between the hip and the
-shoulder keypoints; they stand in for body habitus and hence mattress sink and tissue flattening), and
+shoulder keypoints; they stand in for body habitus and hence mattress sink and tissue flattening),
+``D``: how far the mattress dips just beside the body (soft foam pulled down around a sinking body; the
+one visible trace of how deep the unseen back lies; :func:`~positioning.perception.profile.support_dip_mm`),
+``C``: the share of the slice seen under a blanket (the blanket's top is not the body's), and
 ``B_j(u)`` piecewise-linear "hat" functions of the slice's position along the body
 ``u = (s - s_hips) / (s_shoulders - s_hips)`` (0 at the hips, 1 at the shoulders, ``s`` along the
 superior axis), knots at :data:`KNOTS`. Coefficients are fitted separately for supine, prone and
@@ -73,11 +77,11 @@ __all__ = [
 KNOTS: tuple[float, ...] = (-2.5, -1.5, -0.75, -0.35, -0.1, 0.1, 0.3, 0.5, 0.75, 1.0, 1.25, 1.75, 2.5)
 #: Per-knot features of the full model.
 REGION_FEATURES: tuple[str, ...] = (
-    "1", "envelope_z", "height", "area_over_width", "trunk_height", "trunk_width",
+    "1", "envelope_z", "height", "area_over_width", "trunk_height", "trunk_width", "support_dip", "covered",
 )  # fmt: skip
 #: Features of the position-free fallback.
 GLOBAL_FEATURES: tuple[str, ...] = ("1", "envelope_z", "height", "area_over_width")
-ISOCENTER_SCHEMA = "positioning.planning.isocenter/1"
+ISOCENTER_SCHEMA = "positioning.planning.isocenter/3"
 #: Slices lower than this above the table are noise, not body.
 MIN_SLICE_HEIGHT_MM = 20.0
 #: Lateral cell of the envelope (mm).
@@ -105,6 +109,9 @@ class SliceFeatures:
         envelope_x_mm: its lateral centroid (the lateral centroid estimate of the slice).
         top_z_mm: z of the anterior surface (profile ``top_z_mm``).
         x_min_mm, x_max_mm: lateral extent.
+        support_dip_mm: how far the table dips just beside the body (one value for the patient;
+            :func:`~positioning.perception.profile.support_dip_mm`; 0 when not measured).
+        covered: ``(K,)`` share of the slice's points seen under a blanket (0 when not known).
     """
 
     y_mm: np.ndarray
@@ -119,8 +126,12 @@ class SliceFeatures:
     top_z_mm: np.ndarray
     x_min_mm: np.ndarray
     x_max_mm: np.ndarray
+    support_dip_mm: float = 0.0
+    covered: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.covered is None:
+            object.__setattr__(self, "covered", np.zeros(len(self.y_mm)))
         freeze_slice_arrays(self)
 
     def __len__(self) -> int:
@@ -138,7 +149,12 @@ class SliceFeatures:
 
 
 def slice_features(
-    profile: SurfaceProfile, points_mm: np.ndarray | None = None, table: TableEstimate | None = None
+    profile: SurfaceProfile,
+    points_mm: np.ndarray | None = None,
+    table: TableEstimate | None = None,
+    *,
+    support_dip_mm: float = float("nan"),
+    covered_share: np.ndarray | None = None,
 ) -> SliceFeatures:
     """Per-slice features of the shape model from a surface profile and the patient's points.
 
@@ -154,6 +170,8 @@ def slice_features(
         profile: the surface profile.
         points_mm: ``(N, 3)`` patient points of the same frame (scanner frame).
         table: the table estimate of the same frame.
+        support_dip_mm: how far the table dips beside the body (NaN when not measured: taken as 0).
+        covered_share: ``(K,)`` per slice, the share of its points under a blanket (None: 0).
 
     Returns:
         The features (see :class:`SliceFeatures`).
@@ -218,6 +236,10 @@ def slice_features(
         top_z_mm=np.asarray(profile.top_z_mm, np.float64).copy(),
         x_min_mm=np.asarray(profile.x_min_mm, np.float64).copy(),
         x_max_mm=np.asarray(profile.x_max_mm, np.float64).copy(),
+        support_dip_mm=float(support_dip_mm) if math.isfinite(support_dip_mm) else 0.0,
+        covered=np.zeros(k_n)
+        if covered_share is None
+        else np.nan_to_num(np.asarray(covered_share, np.float64)),
     )
 
 
@@ -263,7 +285,7 @@ def design_matrix(f: SliceFeatures, u: np.ndarray | None) -> np.ndarray:
     if u is None:
         return np.column_stack(base)
     ht, wt = _trunk_habitus(f, u)
-    cols = [*base, np.full(len(f), ht), np.full(len(f), wt)]
+    cols = [*base, np.full(len(f), ht), np.full(len(f), wt), np.full(len(f), f.support_dip_mm), f.covered]
     b = hat_basis(u)
     return np.column_stack([b[:, j] * c for j in range(b.shape[1]) for c in cols])
 

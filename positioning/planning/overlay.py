@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from positioning.frames import Calibration, Intrinsics
+from positioning.perception.pointcloud import project_points
 from positioning.planning.anatomy import PLANNING_LANDMARKS
 from positioning.planning.plan import Plan
 
@@ -27,32 +28,6 @@ _RANGE = (255, 200, 0)
 _ISO = (255, 40, 40)
 _LANDMARK = (0, 230, 255)
 _TEXT = (255, 255, 255)
-
-
-def project_points(points_mm: np.ndarray, calibration: Calibration, intrinsics: Intrinsics) -> np.ndarray:
-    """Project scanner-frame points to depth-image pixels.
-
-    Convention: see the module docstring; points behind the camera give NaN.
-
-    Args:
-        points_mm: ``(N, 3)`` scanner-frame points.
-        calibration: camera-to-scanner calibration.
-        intrinsics: depth-stream intrinsics.
-
-    Returns:
-        ``(N, 2)`` float ``(u, v)``.
-
-    Raises:
-        ValueError: ``points_mm`` is not ``(N, 3)``.
-    """
-    p = np.asarray(points_mm, np.float64)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"points_mm must be (N, 3), got {p.shape}")
-    c = calibration.to_camera(p)
-    z = np.where(c[:, 2] > 1e-6, c[:, 2], np.nan)
-    u = intrinsics.fx * c[:, 0] / z + intrinsics.ppx
-    v = intrinsics.fy * c[:, 1] / z + intrinsics.ppy
-    return np.stack([u, v], axis=1)
 
 
 def _pt(uv: np.ndarray) -> tuple[int, int]:

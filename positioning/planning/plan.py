@@ -54,6 +54,7 @@ from positioning.perception.state import PatientState
 from positioning.perception.status import PerceptionStatus
 from positioning.planning import checks as ck
 from positioning.planning.anatomy import (
+    PLANNING_LANDMARKS,
     AnatomyEstimate,
     LandmarkModel,
     estimate_levels,
@@ -500,6 +501,34 @@ def surface_displacement(reference: Mapping[str, Any], current: Mapping[str, Any
 # ---------------------------------------------------------------------------------------------- make_plan
 
 
+@dataclasses.dataclass(frozen=True)
+class _SceneLevel:
+    y_mm: float
+    sigma_mm: float
+
+
+#: The scene network's landmarks below this confidence are not used as levels.
+SCENE_LEVEL_MIN_CONFIDENCE = 0.3
+
+
+def scene_levels(state: PatientState) -> dict[str, _SceneLevel]:
+    """The scene network's planning landmarks as levels along the table (a third source besides the
+    keypoint rules and the level network): the landmark's y, with its held-out median error as sigma,
+    widened as its confidence falls."""
+    scene = state.scene
+    if scene is None or not getattr(scene, "keypoint_sigma_mm", None):
+        return {}
+    out = {}
+    for name in PLANNING_LANDMARKS:
+        p = state.landmarks_mm.get(name)
+        conf = scene.keypoint_confidence.get(name, 0.0)
+        sigma = scene.keypoint_sigma_mm.get(name)
+        if p is None or sigma is None or conf < SCENE_LEVEL_MIN_CONFIDENCE or not np.all(np.isfinite(p)):
+            continue
+        out[name] = _SceneLevel(y_mm=float(p[1]), sigma_mm=max(float(sigma), 5.0) / conf)
+    return out
+
+
 def make_plan(
     state: PatientState,
     protocol: Protocol,
@@ -561,7 +590,7 @@ def make_plan(
         "models": models,
     }
     has_landmarks = any(state.landmark_confidence.get(k, 0.0) > 0 for k in state.landmarks_mm)
-    found = ck.check_perception(state.status, state.message, has_landmarks=has_landmarks)
+    found = ck.check_perception(state.status, state.message, has_landmarks=has_landmarks, notes=state.notes)
     if not state.has_patient or table is None or state.profile is None:
         return Plan(**base, checks=_sort_checks(found))
 
@@ -596,6 +625,10 @@ def make_plan(
         anatomy = fuse_levels(anatomy, net_out.levels)
         found += ck.check_head_direction(net_out.head_direction_p, position, settings=cs)
         models["level_net"] = net.source
+    scene_lv = scene_levels(state)
+    if scene_lv and anatomy.superior_sign != 0:
+        anatomy = fuse_levels(anatomy, scene_lv)
+        models["scene_net"] = "scene network landmarks"
     sign = anatomy.superior_sign
     levels = {k: v.y_mm for k, v in anatomy.levels.items()}
     sigma = {k: v.sigma_mm for k, v in anatomy.levels.items()}
@@ -616,7 +649,13 @@ def make_plan(
         )
 
     # 4. isocenter
-    feats: SliceFeatures = slice_features(state.profile, state.patient_points_mm, table)
+    feats: SliceFeatures = slice_features(
+        state.profile,
+        state.patient_points_mm,
+        table,
+        support_dip_mm=state.support_dip_mm,
+        covered_share=state.covered_share,
+    )
     anchors, _ = keypoint_anchors(
         keypoints, state.landmark_confidence, min_confidence=lm_model.min_confidence
     )

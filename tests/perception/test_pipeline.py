@@ -146,3 +146,50 @@ def test_correction_file_errors(tmp_path):
     bad.write_text('{"shifts_mm": {"*": {"nose": [1, 2]}}}')
     with pytest.raises(Exception, match="malformed"):
         load_landmark_correction(bad)
+
+
+# ----------------------------------------------------------------------------- the scene network's part
+
+needs_scene_net = pytest.mark.skipif(
+    not __import__("positioning.perception.scene_net", fromlist=["x"]).default_scene_net_path().is_file(),
+    reason="models/scene_net.pt is not built",
+)
+
+
+@needs_scene_net
+@pytest.mark.parametrize("mode", ["depth", "fused", "mediapipe"])
+def test_landmark_modes(sim_frame, mode):
+    s = sim_frame("hfs-arms-up", 4)
+    with Perceiver(settings=PerceiverSettings(track=False, landmarks=mode)) as p:
+        state = p.perceive(s.frame, s.calibration)
+    assert state.status is PerceptionStatus.OK and state.scene is not None
+    assert {"depth": "scene_net", "mediapipe": "mediapipe_pose"}.get(mode, "mediapipe_pose+scene_net") == (
+        state.landmark_backends
+    )
+    assert str(state.patient_position) == "HFS"
+    for name in ("left_shoulder", "right_hip"):
+        assert np.linalg.norm(state.landmark(name) - s.truth.keypoints_mm[name]) < 80.0, name
+        assert np.all(np.isfinite(state.landmarks_uv_px[name]))  # every landmark has its pixel
+    if mode != "mediapipe":  # the network's planning landmarks come too
+        assert state.landmark("xiphoid") is not None
+
+
+@needs_scene_net
+def test_a_depth_only_frame_is_perceived_from_depth(sim_frame):
+    import dataclasses
+
+    s = sim_frame("hfs-arms-up", 4)
+    frame = dataclasses.replace(s.frame, color_rgb=None, color_intrinsics=None, color_aligned=False)
+    with Perceiver(settings=PerceiverSettings(track=False)) as p:
+        state = p.perceive(frame, s.calibration)
+    assert state.status is PerceptionStatus.OK and state.landmark_backends == "scene_net"
+    assert str(state.patient_position) == "HFS"
+
+
+def test_depth_mode_needs_the_scene_network(tmp_path):
+    from positioning.perception.landmarks.base import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="scene network not found"):
+        Perceiver(settings=PerceiverSettings(landmarks="depth", scene_net_path=tmp_path / "none.pt"))
+    with pytest.raises(ValueError, match="landmarks must be one of"):
+        PerceiverSettings(landmarks="both")

@@ -158,3 +158,21 @@ def test_profile_settings_change_the_slices(sim_frame):
     )
     fine = surface_profile(seg.points_mm, table)
     assert len(coarse) == pytest.approx(len(fine) / 2, abs=1)
+
+
+def test_support_dip_beside_the_body():
+    """Soft foam pulled down 12 mm around a body lying in it reads as a dip of -12 mm; a firm pad as none."""
+    from positioning.perception.profile import support_dip_mm
+
+    rng = np.random.default_rng(0)
+    body = np.c_[rng.uniform(-150, 150, 4000), rng.uniform(-1800, -800, 4000), rng.uniform(-50, 100, 4000)]
+    xs, ys = np.meshgrid(np.arange(-240, 241, 10.0), np.arange(-2000, -600, 10.0))
+    mattress = np.c_[xs.ravel(), ys.ravel(), np.full(xs.size, -150.0)]
+    outside = (np.abs(mattress[:, 0]) > 150) | (mattress[:, 1] < -1800) | (mattress[:, 1] > -800)
+    mattress = mattress[outside]
+    near = (np.abs(mattress[:, 0]) < 230) & (mattress[:, 1] > -1880) & (mattress[:, 1] < -720)
+    soft = mattress.copy()
+    soft[near, 2] -= 12.0
+    assert support_dip_mm(np.r_[soft, body], body, TABLE) == pytest.approx(-12.0, abs=0.5)
+    assert support_dip_mm(np.r_[mattress, body], body, TABLE) == pytest.approx(0.0, abs=0.5)
+    assert np.isnan(support_dip_mm(body, body[:5], TABLE))

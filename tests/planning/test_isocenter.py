@@ -13,6 +13,7 @@ from planning_builders import body_points, make_table
 from positioning.perception.profile import surface_profile
 from positioning.planning.isocenter import (
     GLOBAL_FEATURES,
+    ISOCENTER_SCHEMA,
     KNOTS,
     REGION_FEATURES,
     IsocenterModel,
@@ -92,7 +93,7 @@ def test_shipped_model_loads_and_round_trips(tmp_path: Path) -> None:
     m = load_isocenter_model()
     assert m.source.endswith("isocenter_model.json")
     assert m.info["isocenter"]["groups"]["supine"]["sessions"] > 0
-    doc = {"schema": "positioning.planning.isocenter/1", **m.to_json()}
+    doc = {"schema": ISOCENTER_SCHEMA, **m.to_json()}
     p = tmp_path / "m.json"
     p.write_text(json.dumps(doc))
     m2 = load_isocenter_model(p)
