@@ -42,7 +42,7 @@ from positioning.perception.scene_net import (
     soft_argmax_2d,
 )
 
-__all__ = ["WIDTHS", "CLASS_WEIGHTS", "split", "losses", "train", "evaluate", "main"]
+__all__ = ["WIDTHS", "CLASS_WEIGHTS", "split", "losses", "train", "evaluate", "time_inference", "main"]
 
 WIDTHS = (16, 32, 48, 64)
 #: Cell-class weights: the support and the patient matter most, the floor least.
@@ -288,6 +288,28 @@ def evaluate(net: Any, data: dict[str, np.ndarray], idx: np.ndarray, batch_size:
     }
 
 
+def time_inference(
+    net: Any, data: dict[str, np.ndarray], idx: np.ndarray, runs: int = 60
+) -> dict[str, float]:
+    """Median and p95 milliseconds of one frame's forward pass (batch 1, CPU, this process's threads)."""
+    import torch
+
+    net.eval()
+    times = []
+    with torch.inference_mode():
+        for k in range(runs + 5):
+            x = torch.from_numpy(data["inputs"][idx[k % len(idx)]][None].astype(np.float32))
+            t = time.perf_counter()
+            net(x)
+            if k >= 5:  # the first few warm the allocator up
+                times.append(1000.0 * (time.perf_counter() - t))
+    return {
+        "median": round(float(np.median(times)), 1),
+        "p95": round(float(np.percentile(times, 95)), 1),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def _write_card(path: Path, meta: dict[str, Any]) -> None:
     ev = meta["held_out"]
     lines = [
@@ -313,6 +335,9 @@ def _write_card(path: Path, meta: dict[str, Any]) -> None:
         f"- `{meta['command']}`: {meta['epochs']} epochs, batch {meta['batch_size']}, AdamW one-cycle"
         f" (max lr {meta['lr']}), {meta['seconds'] / 60:.0f} min on {meta['machine']}.",
         f"- {meta['parameters']} parameters; input {meta['input_shape']}; widths {list(WIDTHS)}.",
+        f"- Inference (one frame, CPU, {meta['inference_ms']['threads']} threads): median"
+        f" {meta['inference_ms']['median']} ms, p95 {meta['inference_ms']['p95']} ms (forward pass only;"
+        " the plan view adds a few ms: `positioning bench perception` times the whole frame).",
         "",
         "## Held-out figures (world sessions the network did not train on)",
         f"- cell class accuracy {ev['class_accuracy']:.3f}; IoU: "
@@ -372,7 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     net, history = train(data, tr, epochs=args.epochs, batch_size=args.batch, lr=args.lr)
     seconds = time.perf_counter() - t1
     ev = evaluate(net, data, va)
-    print(json.dumps(ev, indent=1))
+    inference_ms = time_inference(net, data, va)
+    print(json.dumps(ev | {"inference_ms": inference_ms}, indent=1))
     meta = {
         "command": "python -m positioning.evaluation.scene_net_train " + " ".join(argv or sys.argv[1:]),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -386,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "input_shape": [4, DEFAULT_PLAN_VIEW_SETTINGS.rows, DEFAULT_PLAN_VIEW_SETTINGS.cols],
         "history": history,
         "held_out": ev,
+        "inference_ms": inference_ms,
     }
     state = {
         "schema": SCENE_NET_SCHEMA,

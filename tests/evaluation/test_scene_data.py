@@ -75,3 +75,28 @@ def test_augmentations_move_inputs_and_targets_together(seed):
     assert b.table_z[0] * 500.0 - seen_z == pytest.approx(-150.0 - (-0.3 * 500.0), abs=0.2)
     mirrored = np.isfinite(b.keypoints[0, KEYPOINTS.index("right_hip")]).all()
     assert POSITIONS[b.position[0]] in (("HFDR", "FFDR") if mirrored else ("HFDL", "FFDL"))
+
+
+def test_training_runs_end_to_end_on_a_tiny_set_and_reports_held_out_figures(tmp_path):
+    """A few steps on synthetic samples: the loss is finite, the held-out report has every figure the
+    card prints, and the card and the inference timing are written."""
+    from positioning.evaluation.scene_net_train import _write_card, evaluate, split, time_inference, train
+
+    data = _data(4)
+    data["seed"] = np.array([10000, 10001, 10002, 10003], np.int32)
+    tr, va = split(data["seed"], val_fraction=0.5)
+    assert set(data["seed"][va]) == {10000, 10002}
+    net, history = train(data, tr, epochs=2, batch_size=2, progress=False)
+    assert len(history) == 2 and all(np.isfinite(h["total"]) for h in history)
+    ev = evaluate(net, data, va)
+    assert ev["samples"] == 2 and 0.0 <= ev["class_accuracy"] <= 1.0
+    assert np.isfinite(ev["table_z_mm"]["median"])
+    ms = time_inference(net, data, va, runs=3)
+    assert ms["median"] > 0.0 and ms["p95"] >= ms["median"]
+    meta = {
+        "train_samples": len(tr), "command": "test", "epochs": 2, "batch_size": 2, "lr": 3e-3, "seconds": 1.0,
+        "machine": "test", "parameters": 1, "input_shape": [4, 64, 32], "held_out": ev, "inference_ms": ms,
+    }  # fmt: skip
+    _write_card(tmp_path / "card.md", meta)
+    text = (tmp_path / "card.md").read_text()
+    assert "table height" in text and "Inference" in text and "left_hip" in text

@@ -100,3 +100,29 @@ def test_shipped_network_loads_and_refuses_a_mismatched_grid():
     assert net.keypoints == KEYPOINTS
     with pytest.raises(ValueError, match="does not match"):
         net.predict(plan_view(np.zeros((3, 3)), SMALL))
+
+
+def test_both_model_schemas_load_and_only_the_second_reads_the_table_height():
+    """``/1`` files (no table-height head) load and say NaN; ``/2`` files carry a head whose input is
+    detached, so its loss cannot move the features the other heads share."""
+    from positioning.perception.scene_net import SCENE_NET_SCHEMAS, SceneNet
+
+    pts = np.array([[0.0, -1000.0, -150.0], [100.0, -900.0, -40.0]])
+    settings = {"cell_mm": SMALL.cell_mm, "rows": SMALL.rows, "cols": SMALL.cols}
+    for schema, head in zip(SCENE_NET_SCHEMAS, (False, True), strict=True):
+        net = build_scene_net(len(KEYPOINTS), table_head=head)
+        state = {
+            "schema": schema, "keypoints": list(KEYPOINTS), "plan_view": settings,
+            "widths": [16, 32, 48, 64], "weights": net.state_dict(),
+        }  # fmt: skip
+        out = SceneNet(state, source=schema).predict(plan_view(pts, SMALL))
+        assert np.isfinite(out.table_z_mm) == head
+    net = build_scene_net(len(KEYPOINTS), table_head=True)
+    x = torch.randn(2, 4, SMALL.rows, SMALL.cols)
+    net(x)["globals"][:, -1].sum().backward()
+    assert all(
+        p.grad is None or not p.grad.any() for n, p in net.named_parameters() if not n.startswith("table")
+    )
+    assert any(
+        p.grad is not None and p.grad.any() for n, p in net.named_parameters() if n.startswith("table")
+    )
