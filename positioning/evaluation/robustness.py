@@ -216,6 +216,8 @@ class CaseResult:
         status: perception's status code.
         table_found: perception found a table.
         table_err_mm: table-top height at the patient minus the free mattress top.
+        table_geometry_err_mm, table_net_err_mm: the same for the geometric height and for the scene
+            network's reading (NaN without it), whichever the pipeline used.
         position_true, position: simulated and perceived patient position (None: none).
         arms_true, arms: simulated and perceived arm state.
         keypoint_err_mm: COCO name -> 3-D error (perceived minus truth), perceived landmarks only.
@@ -243,6 +245,8 @@ class CaseResult:
     end_err_mm: float
     checks: dict[str, str]
     seconds: float
+    table_geometry_err_mm: float = math.nan
+    table_net_err_mm: float = math.nan
 
     @property
     def planned(self) -> bool:
@@ -298,7 +302,7 @@ def run_case(suite: Suite, k: int, perceiver: Any, *, mode: str) -> CaseResult:
     sample = samples[-1]
     plan = make_plan(state, protocol, expected_position=truth_position)
     table = state.table
-    table_err = math.nan
+    table_err = table_geometry_err = table_net_err = math.nan
     if table is not None:
         at = sample.keypoints_mm.get("left_hip")
         if at is not None:
@@ -306,6 +310,9 @@ def run_case(suite: Suite, k: int, perceiver: Any, *, mode: str) -> CaseResult:
         else:  # empty table: score the height in the middle of the top the pipeline found
             x, y = 0.0, 0.5 * (table.y_min_mm + table.y_max_mm)
         table_err = float(table.z_at(x, y)) - sample.mattress_top_z_mm
+        table_geometry_err = table_err - table.height_shift_mm
+        if state.scene is not None:
+            table_net_err = float(state.scene.table_z_mm) - sample.mattress_top_z_mm
     kp_err = {
         n: float(np.linalg.norm(np.asarray(state.landmarks_mm[n]) - sample.keypoints_mm[n]))
         for n in sample.keypoints_mm
@@ -346,6 +353,8 @@ def run_case(suite: Suite, k: int, perceiver: Any, *, mode: str) -> CaseResult:
         end_err_mm=end,
         checks=checks,
         seconds=time.perf_counter() - t0,
+        table_geometry_err_mm=table_geometry_err,
+        table_net_err_mm=table_net_err,
     )
 
 
@@ -440,6 +449,9 @@ def _block(results: Sequence[CaseResult]) -> dict[str, Any]:
         "table": _share([r.table_found and abs(r.table_err_mm) <= TABLE_TOLERANCE_MM for r in results]),
         "position": _share([r.position == r.position_true for r in with_patient]),
         "arms": _share([r.arms == r.arms_true for r in with_patient]),
+        "table_height": _stats([r.table_err_mm for r in results if r.table_found]),
+        "table_height_geometry": _stats([r.table_geometry_err_mm for r in results]),
+        "table_height_network": _stats([r.table_net_err_mm for r in results]),
         "shoulders_hips_3d": _stats(sh),
         "iso_z": _stats([r.iso_z_err_mm for r in with_patient]),
         "iso_x": _stats([r.iso_x_err_mm for r in with_patient]),
@@ -499,6 +511,18 @@ def format_report(summary: dict[str, Any]) -> str:
         lines.append(f"landmarks: {mode}  (median/p95 mm; silent = large errors without a reliability check)")
         for key in ("all", "uncovered", "covered"):
             lines.append(_fmt_block(key, m[key]))
+        a = m["all"]
+        lines.append(
+            "  table height |error| median/p95 mm: used "
+            + ", ".join(
+                "-" if not a[k]["n"] else f"{a[k]['median_mm']:.1f}/{a[k]['p95_mm']:.1f}{label}"
+                for k, label in (
+                    ("table_height", ""),
+                    ("table_height_geometry", " (geometry)"),
+                    ("table_height_network", " (scene network)"),
+                )
+            )
+        )
         worst: list[tuple[float, str]] = []
         for factor, levels in m["by_factor"].items():
             lines.append(f" by {factor}:")

@@ -195,6 +195,8 @@ class PerceiverSettings:
         segmentation: patient segmentation settings.
         table_height: where the table's height comes from with the scene network: ``"geometry"`` (the
             support's densest layer), ``"network"`` (the network's reading of the trough) or ``"blend"``.
+        table_disagree_mm: geometry and the scene network placing the table's top further apart than
+            this is named (``TABLE_UNCERTAIN``): the table's height is the isocenter's reference.
     """
 
     stride: int = 1
@@ -207,6 +209,7 @@ class PerceiverSettings:
     table_model: TableModel = DEFAULT_TABLE_MODEL
     segmentation: SegmentationSettings = DEFAULT_SEGMENTATION_SETTINGS
     table_height: str = "geometry"
+    table_disagree_mm: float = 12.0
 
     def __post_init__(self) -> None:
         if self.table_height not in ("geometry", "network", "blend"):
@@ -310,6 +313,18 @@ class Perceiver:
                 raise
             return PatientState(status=status, message=str(e), scene=scene, **base)
         notes = list(table_notes(table, s.table_model))
+        if (gap := _table_height_gap_mm(table, scene)) is not None and abs(gap) > s.table_disagree_mm:
+            notes.append(
+                PerceptionNote(
+                    code="TABLE_UNCERTAIN",
+                    severity="warning",
+                    message=(
+                        f"The table's height is uncertain: the scene network places its top {gap:+.0f} mm "
+                        "from the surface geometry found (a curved cradle, a soft mattress or a noisy far "
+                        "camera): the vertical isocenter may be off by as much; check the table height."
+                    ),
+                )
+            )
         segment = segment_patient(
             image,
             table,
@@ -446,12 +461,15 @@ class Perceiver:
         geometry alone (:func:`find_table`) without the network or when its surface does not hold up."""
         if scene is not None:
             support = scene.at(scene.prob("support"), cloud.points_mm) > 0.5
+            body = scene.prob("patient") + scene.prob("on_patient")
+            resting = scene.at(body, cloud.points_mm) > 0.5
             try:
                 table = table_on_support(
                     cloud,
                     support,
                     self.settings.table,
                     note="the surface the scene network sees the patient on",
+                    resting=resting,
                 )
                 return _table_height(table, scene, self.settings.table_height)
             except NoTableError as e:
@@ -500,6 +518,13 @@ class Perceiver:
         return results[0] if len(results) == 1 else fuse_landmarks(results)
 
 
+def _table_height_gap_mm(table: TableEstimate, scene: SceneOutput | None) -> float | None:
+    """The scene network's table height minus the geometric one (None without the network's reading)."""
+    if scene is None or not np.isfinite(scene.table_z_mm):
+        return None
+    return float(scene.table_z_mm - table.geometry_top_z_mm)
+
+
 def _table_height(table: TableEstimate, scene: SceneOutput, how: str) -> TableEstimate:
     """The table's height from geometry (the densest layer of the support, moved to a curved cradle's
     trough), from the scene network's reading of the trough (which has seen rims, pillows, blankets and
@@ -515,6 +540,7 @@ def _table_height(table: TableEstimate, scene: SceneOutput, how: str) -> TableEs
         table,
         offset_mm=table.offset_mm - dz * table.normal[2],
         top_z_mm=target,
+        height_shift_mm=table.height_shift_mm + dz,
         considered=(*table.considered, line),
     )
 

@@ -135,6 +135,8 @@ class TableSettings:
         min_sagitta_mm: a curved top is taken for one when it rises at least this much over
             ``cradle_half_width_mm`` from its trough (fitted within ``cradle_reach_mm`` of its axis).
         cradle_reach_mm, cradle_half_width_mm: see ``min_sagitta_mm``.
+        max_rest_height_mm: what the scene network sees lying on the support counts toward the top's
+            lateral extent up to this height above it (:func:`table_on_support`).
         support_max_see_through: a surface a patient rests on has at most this share of its footprint
             showing a lower surface (a leaning person's back, a blanket's top show much more).
     """
@@ -191,6 +193,7 @@ class TableSettings:
     min_sagitta_mm: float = 6.0
     cradle_reach_mm: float = 320.0
     cradle_half_width_mm: float = 230.0
+    max_rest_height_mm: float = 600.0
     contact_min_cells: int = 5
     support_max_see_through: float = 0.3
 
@@ -240,6 +243,8 @@ class TableEstimate:
             was not chosen.
         sagitta_mm: how far a curved top rises from its centre line to its edges (0: flat); the plane is
             the centre line's.
+        height_shift_mm: how far the top was moved from the geometric height (densest layer, cradle
+            trough) by the scene network's reading of it (0: geometry alone).
     """
 
     normal: np.ndarray
@@ -260,6 +265,12 @@ class TableEstimate:
     supports_patient: bool = False
     considered: tuple[str, ...] = ()
     sagitta_mm: float = 0.0
+    height_shift_mm: float = 0.0
+
+    @property
+    def geometry_top_z_mm(self) -> float:
+        """The top's height from geometry alone (before any shift by the scene network)."""
+        return self.top_z_mm - self.height_shift_mm
 
     @property
     def tilt_deg(self) -> float:
@@ -1226,10 +1237,16 @@ def table_on_support(
     settings: TableSettings = DEFAULT_TABLE_SETTINGS,
     *,
     note: str = "",
+    resting: np.ndarray | None = None,
 ) -> TableEstimate:
     """The table top among given points: the scene network's *support* (the cells it sees as the surface
     the patient lies on), refined and measured like any candidate (the densest horizontal layer, its
     plan-view region, edges and extents).
+
+    A patient lying across most of the top, seen by a camera off to one side, may leave a single strip of
+    mattress in view, narrower than any table: with ``resting`` (what the network sees lying on the
+    surface: the patient, a blanket), the top's lateral extent takes in what rests on it before its width
+    is checked (the height always comes from the support alone).
 
     Convention: scanner frame (IEC 61217), mm.
 
@@ -1238,6 +1255,7 @@ def table_on_support(
         support: ``(len(cloud),)`` bool, the points on the support.
         settings: thresholds.
         note: a line for :attr:`TableEstimate.considered` (why these points).
+        resting: ``(len(cloud),)`` bool, points lying on the support (None: the support alone).
 
     Raises:
         NoTableError: too few support points, or they do not form a table-sized horizontal surface.
@@ -1253,9 +1271,19 @@ def table_on_support(
     raster = _Raster.of(pts[:, :2], s.load_grid_mm)
     n, d = np.array([0.0, 0.0, 1.0]), -z0
     scene = (raster, raster.max_of(pts @ n + d, np.ones(len(cloud), bool)))
-    est, why, edges, through, _ = _describe(cloud, cloud, n, d, support, z0, scene, s)
+    s_fit = s if resting is None else dataclasses.replace(s, width_range_mm=(0.0, s.width_range_mm[1]))
+    est, why, edges, through, _ = _describe(cloud, cloud, n, d, support, z0, scene, s_fit)
     if est is None:
         raise NoTableError(f"{_NO_TABLE} The surface the scene network sees the patient on fails: {why}.")
+    widened = ""
+    if resting is not None:
+        est, widened = _widen_by_resting(est, pts[np.asarray(resting, bool)], s)
+        if not s.width_range_mm[0] <= est.width_mm <= s.width_range_mm[1]:
+            raise NoTableError(
+                f"{_NO_TABLE} The surface the scene network sees the patient on fails: z "
+                f"{est.top_z_mm:.0f} mm: width {est.width_mm:.0f} mm outside {s.width_range_mm}"
+                f"{' (' + widened + ')' if widened else ''}."
+            )
     load = _load(cloud, raster, est, s)
     est = _centre_line(est, pts[support], s)
     lines = [
@@ -1264,9 +1292,44 @@ def table_on_support(
     lines += (
         [f"curved: its edges rise {est.sagitta_mm:.0f} mm above its centre line"] if est.sagitta_mm else []
     )
+    lines += [widened] if widened else []
     lines += [f"edges: {edges}"] if edges else []
     lines += [f"{through:.0%} of its footprint shows a lower surface"] if through > s.max_see_through else []
     return dataclasses.replace(est, considered=tuple(lines), supports_patient=load.loaded)
+
+
+def _widen_by_resting(
+    est: TableEstimate, resting_mm: np.ndarray, s: TableSettings
+) -> tuple[TableEstimate, str]:
+    """The top's lateral extent taken out to what lies on it (within its visible length, at most
+    ``max_rest_height_mm`` above it; 1st to 99th percentile in x), and a line saying so (empty: unchanged).
+    A side moved out was not seen as an edge."""
+    if len(resting_mm) == 0:
+        return est, ""
+    h = est.height_above_mm(resting_mm)
+    y = resting_mm[:, 1]
+    on = (h > -s.refine_max_threshold_mm) & (h < s.max_rest_height_mm)
+    on &= (y >= est.y_min_mm) & (y <= est.y_max_mm)
+    if np.count_nonzero(on) < 50:
+        return est, ""
+    lo, hi = np.percentile(resting_mm[on, 0], [1.0, 99.0])
+    x_min, x_max = min(est.x_min_mm, float(lo)), max(est.x_max_mm, float(hi))
+    if x_min == est.x_min_mm and x_max == est.x_max_mm:
+        return est, ""
+    line = (
+        f"extent widened from {est.width_mm:.0f} to {x_max - x_min:.0f} mm by the patient lying on it "
+        "(a strip of the top in view)"
+    )
+    return (
+        dataclasses.replace(
+            est,
+            x_min_mm=x_min,
+            x_max_mm=x_max,
+            x_min_seen=est.x_min_seen and x_min == est.x_min_mm,
+            x_max_seen=est.x_max_seen and x_max == est.x_max_mm,
+        ),
+        line,
+    )
 
 
 def _centre_line(est: TableEstimate, points_mm: np.ndarray, s: TableSettings) -> TableEstimate:

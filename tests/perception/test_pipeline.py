@@ -193,3 +193,27 @@ def test_depth_mode_needs_the_scene_network(tmp_path):
         Perceiver(settings=PerceiverSettings(landmarks="depth", scene_net_path=tmp_path / "none.pt"))
     with pytest.raises(ValueError, match="landmarks must be one of"):
         PerceiverSettings(landmarks="both")
+
+
+def test_table_height_from_the_network_is_recorded_and_its_gap_to_geometry_measured() -> None:
+    """A blend moves the top halfway to the network's height and records the shift, so that the
+    geometric height (and the gap that raises TABLE_UNCERTAIN) stays known."""
+    from types import SimpleNamespace
+
+    from positioning.perception.pipeline import _table_height, _table_height_gap_mm
+    from positioning.perception.table import TableEstimate
+
+    table = TableEstimate(
+        normal=np.array([0.0, 0.0, 1.0]), offset_mm=150.0, top_z_mm=-150.0, x_min_mm=-250.0,
+        x_max_mm=250.0, y_min_mm=-2700.0, y_max_mm=-450.0, y_min_seen=True, y_max_seen=True, inliers=100,
+        rms_mm=3.0, area_mm2=1e6, pixels_vu=np.zeros((0, 2), np.int32),
+    )  # fmt: skip
+    scene = SimpleNamespace(table_z_mm=-170.0)
+    assert _table_height(table, scene, "geometry") is table  # type: ignore[arg-type]
+    blended = _table_height(table, scene, "blend")  # type: ignore[arg-type]
+    assert blended.top_z_mm == pytest.approx(-160.0)
+    assert blended.z_at(0.0, -1000.0) == pytest.approx(-160.0)
+    assert blended.geometry_top_z_mm == pytest.approx(-150.0)
+    assert _table_height_gap_mm(blended, scene) == pytest.approx(-20.0)  # type: ignore[arg-type]
+    assert _table_height_gap_mm(table, SimpleNamespace(table_z_mm=float("nan"))) is None  # type: ignore[arg-type]
+    assert _table_height_gap_mm(table, None) is None

@@ -332,3 +332,25 @@ def test_a_curved_cradle_is_measured_at_its_centre_line():
     flat_cloud = _raster_cloud([PATIENT, TABLE, FLOOR])
     on_top = np.abs(flat_cloud.points_mm[:, 2] + 150.0) < 1.0
     assert table_on_support(flat_cloud, on_top, note="test").sagitta_mm == 0.0
+
+
+def test_a_strip_of_table_beside_the_patient_is_widened_by_the_patient_on_it():
+    """A camera off to one side may see only a strip of mattress beside the patient: the patient lying on
+    it (not a person standing beside it, nor anything beyond the top's visible length) widens it."""
+    from positioning.perception.table import DEFAULT_TABLE_SETTINGS, TableEstimate, _widen_by_resting
+
+    strip = TableEstimate(
+        normal=np.array([0.0, 0.0, 1.0]), offset_mm=150.0, top_z_mm=-150.0, x_min_mm=150.0,
+        x_max_mm=240.0, y_min_mm=-2200.0, y_max_mm=-500.0, y_min_seen=True, y_max_seen=True, inliers=100,
+        rms_mm=3.0, area_mm2=2e5, pixels_vu=np.zeros((0, 2), np.int32),
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    body = np.c_[rng.uniform(-200, 150, 2000), rng.uniform(-2000, -700, 2000), rng.uniform(-140, 80, 2000)]
+    standing = np.c_[rng.uniform(-700, -500, 500), rng.uniform(-1500, -1000, 500), rng.uniform(500, 900, 500)]
+    beyond = np.c_[rng.uniform(-900, -600, 500), rng.uniform(-400, 0, 500), rng.uniform(-140, 0, 500)]
+    wide, line = _widen_by_resting(strip, np.vstack([body, standing, beyond]), DEFAULT_TABLE_SETTINGS)
+    assert wide.x_min_mm == pytest.approx(-200.0, abs=10.0) and wide.x_max_mm == 240.0
+    assert not wide.x_min_seen and wide.x_max_seen and "widened" in line
+    assert wide.top_z_mm == strip.top_z_mm  # the height is the support's alone
+    same, none = _widen_by_resting(strip, np.zeros((0, 3)), DEFAULT_TABLE_SETTINGS)
+    assert same is strip and none == ""

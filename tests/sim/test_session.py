@@ -350,7 +350,8 @@ def test_preview_image_panels(session, frame0):
 def test_every_scenario_shows_its_patient(model, name, seed):
     """Every patient scenario renders a patient in view whose truth keypoints land on the patient.
 
-    ``partial-table`` is left out on purpose: its camera sees the chest only (tests/planning/test_hard_input.py).
+    ``partial-table`` is left out on purpose: its camera sees the chest only
+    (tests/planning/test_hard_input.py).
     """
     s = SimulatedSession(sample_session(name, seed), model=model)
     frame, truth = s.frame(0)
