@@ -197,6 +197,8 @@ class PerceiverSettings:
             support's densest layer), ``"network"`` (the network's reading of the trough) or ``"blend"``.
         table_disagree_mm: geometry and the scene network placing the table's top further apart than
             this is named (``TABLE_UNCERTAIN``): the table's height is the isocenter's reference.
+        hold_table_frames: with tracking, a table not found in a frame is the last one found for up to
+            this many frames (named, ``TABLE_UNCERTAIN``); then ``NO_TABLE``.
     """
 
     stride: int = 1
@@ -210,6 +212,7 @@ class PerceiverSettings:
     segmentation: SegmentationSettings = DEFAULT_SEGMENTATION_SETTINGS
     table_height: str = "geometry"
     table_disagree_mm: float = 12.0
+    hold_table_frames: int = 5
 
     def __post_init__(self) -> None:
         if self.table_height not in ("geometry", "network", "blend"):
@@ -265,6 +268,7 @@ class Perceiver:
         self.backends = list(backends)
         self.correction = load_landmark_correction(self.settings.correction_path)
         self.tracker = PoseTracker()
+        self._held_table: tuple[TableEstimate, int] | None = None  # (last table found, frames since)
 
     def __enter__(self) -> Perceiver:
         return self
@@ -281,6 +285,7 @@ class Perceiver:
     def reset(self) -> None:
         """Forget the stream (a new patient)."""
         self.tracker.reset()
+        self._held_table = None
 
     @property
     def uses_scene(self) -> bool:
@@ -305,14 +310,32 @@ class Perceiver:
         if self.scene_net is not None:
             scene = self.scene_net.predict(plan_view(cloud.points_mm, self.scene_net.plan_view))
         t["scene"] = time.perf_counter()
+        held = None
         try:
             table = self._table(cloud, scene)
         except PositioningError as e:
             status = PerceptionStatus(e.code) if e.code in PerceptionStatus.__members__ else None
             if status is None:
                 raise
-            return PatientState(status=status, message=str(e), scene=scene, **base)
+            held = self._hold_table(status)
+            if held is None:
+                return PatientState(status=status, message=str(e), scene=scene, **base)
+            table = held
+        if held is None and s.track:
+            self._held_table = (table, 0)
         notes = list(table_notes(table, s.table_model))
+        if held is not None:
+            notes.append(
+                PerceptionNote(
+                    code="TABLE_UNCERTAIN",
+                    severity="warning",
+                    message=(
+                        "The table was not found in this frame; the table found "
+                        f"{self._held_table[1] if self._held_table else 0} frame(s) earlier is used: check "
+                        "that nothing hides it and the overlay."
+                    ),
+                )
+            )
         if (gap := _table_height_gap_mm(table, scene)) is not None and abs(gap) > s.table_disagree_mm:
             notes.append(
                 PerceptionNote(
@@ -455,6 +478,18 @@ class Perceiver:
             scene=scene,
             **base,
         )
+
+    def _hold_table(self, status: PerceptionStatus) -> TableEstimate | None:
+        """With tracking, a table lost for a few frames (a staff member's arm, a blanket moved, depth
+        noise) is the table found last, for at most ``settings.hold_table_frames`` frames; a table never
+        found, or lost for longer, stays lost (None)."""
+        if status is not PerceptionStatus.NO_TABLE or not self.settings.track or self._held_table is None:
+            return None
+        table, age = self._held_table
+        if age >= self.settings.hold_table_frames:
+            return None
+        self._held_table = (table, age + 1)
+        return table
 
     def _table(self, cloud: ScannerCloud, scene: SceneOutput | None) -> TableEstimate:
         """The table: on the surface the scene network sees the patient lying on (refined by geometry);

