@@ -24,7 +24,7 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,6 @@ from positioning.perception.temporal import PoseTracker
 
 __all__ = [
     "PerceiverSettings",
-    "covered_by",
     "LandmarkCorrection",
     "load_landmark_correction",
     "apply_landmark_correction",
@@ -404,7 +403,7 @@ class Perceiver:
             )
         net_arms = scene.arms_prob if scene is not None and self.uses_scene else None
         arms, arms_conf = decide_arms(net_arms, None if arm is None else (arm.state, arm.confidence))
-        cover, cover_conf = (None, 0.0) if scene is None else covered_by(scene.cover_prob)
+        cover, cover_conf = (None, 0.0) if scene is None else scene.cover
         if cover not in (None, "none") and cover_conf >= 0.5:
             notes.append(
                 PerceptionNote(
@@ -552,17 +551,6 @@ class Perceiver:
         if not results:
             return None
         return results[0] if len(results) == 1 else fuse_landmarks(results)
-
-
-def covered_by(cover_prob: Mapping[str, float]) -> tuple[str, float]:
-    """The blanket from the scene network's cover probabilities: covered when the blanket's extents
-    together are at least as likely as no blanket (that there is one is surer than how far it reaches),
-    its extent the likelier one, with the probability of a blanket as the confidence; else ``"none"``."""
-    p_none = float(cover_prob.get("none", 0.0))
-    extents = {k: float(v) for k, v in cover_prob.items() if k != "none"}
-    if not extents or 1.0 - p_none < 0.5:
-        return "none", p_none
-    return max(extents, key=extents.__getitem__), 1.0 - p_none
 
 
 def _table_height_gap_mm(table: TableEstimate, scene: SceneOutput | None) -> float | None:

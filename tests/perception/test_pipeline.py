@@ -253,11 +253,3 @@ def test_a_table_lost_for_a_few_frames_is_held_and_named_then_lost(sim_frame, re
         p.perceive(good.frame, good.calibration)
         p.reset()
         assert p.perceive(office, cal).status is PerceptionStatus.NO_TABLE
-
-
-def test_a_blanket_is_named_when_its_extents_together_outweigh_none():
-    from positioning.perception.pipeline import covered_by
-
-    assert covered_by({"none": 0.38, "legs": 0.48, "chest": 0.14}) == ("legs", pytest.approx(0.62))
-    assert covered_by({"none": 0.4, "legs": 0.3, "chest": 0.3})[1] == pytest.approx(0.6)
-    assert covered_by({"none": 0.6, "legs": 0.1, "chest": 0.3}) == ("none", 0.6)
