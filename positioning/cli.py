@@ -565,7 +565,14 @@ def display_image(frame):  # -> np.ndarray
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``positioning`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # the bench commands hand their own options on to their modules (argparse's REMAINDER does not take
+    # options that come first, so they are collected here)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "rest"):
+        args.rest = [*extra, *args.rest]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except PositioningError as e:

@@ -222,3 +222,14 @@ def test_console_script_and_module_are_wired(tmp_path):
     )  # fmt: skip
     assert missing.stdout == ""
     assert_one_line_error(missing.returncode, missing.stderr, "RECORDING_NOT_FOUND")
+
+
+def test_bench_commands_hand_their_options_on(capsys):
+    """Options after ``bench NAME`` reach the benchmark's own parser (an unknown suite is its error, not
+    the top-level parser's 'unrecognized arguments')."""
+    assert main(["bench", "robustness", "--suite", "no-such-suite", "--cases", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-suite" in err and "unrecognized" not in err
+    with pytest.raises(SystemExit):
+        main(["protocols", "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
