@@ -536,9 +536,11 @@ def _room_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _landmarks_option(parser: argparse.ArgumentParser) -> None:
+    from positioning.perception.landmarks.base import LANDMARK_MODES
+
     parser.add_argument(
         "--landmarks",
-        choices=["mediapipe", "depth", "fused"],
+        choices=LANDMARK_MODES,
         default="fused",
         help="landmark sources: MediaPipe on the colour image, our depth-only scene network, or both fused "
         "by confidence (default; depth alone when the recording has no colour)",

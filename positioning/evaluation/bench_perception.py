@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from positioning.perception.landmarks import COCO_LANDMARKS
+from positioning.perception.landmarks.base import LANDMARK_MODES
 from positioning.perception.orientation import PatientPosition
 from positioning.perception.pipeline import (
     DEFAULT_CORRECTION_PATH,
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--landmarks",
-        choices=("mediapipe", "depth", "fused"),
+        choices=LANDMARK_MODES,
         default="fused",
         help="landmark sources (default fused)",
     )

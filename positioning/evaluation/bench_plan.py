@@ -37,6 +37,7 @@ import numpy as np
 
 from positioning.evaluation.isocenter_fit import SimSample, load_frames
 from positioning.evaluation.truth import true_isocenter, truth_level_y_mm
+from positioning.perception.landmarks.base import LANDMARK_MODES
 from positioning.planning.anatomy import PLANNING_LANDMARKS
 from positioning.planning.checks import CheckSettings, Severity
 from positioning.planning.plan import Plan, PlanSettings, TableLimits, make_plan, range_from_levels
@@ -507,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--landmarks",
-        choices=("mediapipe", "depth", "fused"),
+        choices=LANDMARK_MODES,
         default="fused",
         help="landmark sources (default fused)",
     )

@@ -42,6 +42,7 @@ import numpy as np
 import yaml
 
 from positioning.errors import ScenarioError
+from positioning.perception.landmarks.base import LANDMARK_MODES
 
 __all__ = [
     "Suite",
@@ -66,8 +67,6 @@ RELIABILITY_CODES: frozenset[str] = frozenset({
     "RANGE_NOT_VISIBLE", "PATIENT_MOVING", "PATIENT_MOVED", "PATIENT_COVERED", "TABLE_UNUSUAL",
     "TABLE_UNCERTAIN", "ISOCENTER_UNCERTAIN",
 })  # fmt: skip
-#: Landmark backends the benchmark can run.
-LANDMARK_MODES: tuple[str, ...] = ("mediapipe", "depth", "fused")
 SHOULDERS_HIPS: tuple[str, ...] = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 TABLE_TOLERANCE_MM = 10.0
 SILENT_ISO_MM = 15.0

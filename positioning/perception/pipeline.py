@@ -39,7 +39,7 @@ from positioning.perception.fusion import (
     scene_landmarks,
 )
 from positioning.perception.landmarks import LandmarkBackend, Landmarks2D, fuse_landmarks
-from positioning.perception.landmarks.base import ModelNotFoundError
+from positioning.perception.landmarks.base import LANDMARK_MODES, ModelNotFoundError
 from positioning.perception.lifting import (
     Landmarks3D,
     LiftSettings,
@@ -168,10 +168,6 @@ def apply_landmark_correction(
         if shift is not None and np.all(np.isfinite(points[i])):
             points[i] = points[i] + shift @ axes
     return landmarks.replace(points_mm=points)
-
-
-#: Landmark sources the Perceiver can use (``--landmarks`` on the command line).
-LANDMARK_MODES: tuple[str, ...] = ("mediapipe", "depth", "fused")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

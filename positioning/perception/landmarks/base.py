@@ -28,6 +28,7 @@ from positioning.errors import PositioningError
 __all__ = [
     "NamedLandmarks",
     "COCO_LANDMARKS",
+    "LANDMARK_MODES",
     "DEFAULT_AGREE_PX",
     "Landmarks2D",
     "LandmarkBackend",
@@ -36,6 +37,10 @@ __all__ = [
     "fuse_landmarks",
     "uv_from_rot90",
 ]
+
+#: Landmark sources a command can use (``--landmarks``): MediaPipe on the colour image, our depth-only
+#: scene network, or both fused by confidence.
+LANDMARK_MODES: tuple[str, ...] = ("mediapipe", "depth", "fused")
 
 #: The 17 COCO keypoints, in COCO order; left/right are the patient's own.
 COCO_LANDMARKS: tuple[str, ...] = (
