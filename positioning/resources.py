@@ -1,7 +1,10 @@
-"""Where the project's data folders are: ``models/``, ``protocols/``, ``sim/`` and ``calibration/``.
+"""Where the project's data folders are: ``models/``, ``protocols/``, ``sim/`` and ``calibration/``, and
+where generated data is cached.
 
 They live at the repository root (data, not code; see DESIGN.md's layout). ``$POSITIONING_DATA`` points
-at another root that holds them (an installed package whose data was copied elsewhere).
+at another root that holds them (an installed package whose data was copied elsewhere). Generated data
+(simulated frames, training samples, the simulated room's recording) is cached under
+``$POSITIONING_CACHE`` (default ``~/.cache/positioning``): it can always be made again.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "models_dir", "protocols_dir", "sim_dir", "calibration_dir"]
+__all__ = ["data_root", "models_dir", "protocols_dir", "sim_dir", "calibration_dir", "cache_dir"]
 
 
 def data_root() -> Path:
@@ -36,3 +39,11 @@ def sim_dir() -> Path:
 def calibration_dir() -> Path:
     """Room files and calibration boards."""
     return data_root() / "calibration"
+
+
+def cache_dir(name: str = "") -> Path:
+    """The cache folder ``name`` under ``$POSITIONING_CACHE`` (default ``~/.cache/positioning``); not
+    created here."""
+    root = os.environ.get("POSITIONING_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "positioning"
+    return base / name if name else base

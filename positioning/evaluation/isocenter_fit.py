@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from positioning import resources
 from positioning.frames import Calibration, RGBDFrame
 
 __all__ = [
@@ -73,9 +74,7 @@ CACHE_VERSION = 3
 def cache_dir() -> Path:
     """Where simulated samples are cached (``$POSITIONING_CACHE/planning``, else
     ``~/.cache/positioning/planning``)."""
-    root = os.environ.get("POSITIONING_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "positioning"
-    return base / "planning"
+    return resources.cache_dir("planning")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -798,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keypoints", choices=("auto", "perceiver", "truth"), default="auto", help="keypoint source"
     )
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[2] / "models")
+    parser.add_argument("--out-dir", type=Path, default=resources.models_dir())
     parser.add_argument("--generate-only", action="store_true", help="only fill the sample cache")
     parser.add_argument(
         "--world",

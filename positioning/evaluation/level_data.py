@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from positioning import resources
 from positioning.evaluation.isocenter_fit import TRAIN_SCENARIOS
 
 __all__ = [
@@ -76,8 +77,7 @@ class LevelSample:
 
 def data_dir() -> Path:
     """``$POSITIONING_CACHE/levelnet`` (default ``~/.cache/positioning/levelnet``)."""
-    root = os.environ.get("POSITIONING_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "positioning") / "levelnet"
+    return resources.cache_dir("levelnet")
 
 
 def _path(directory: Path, scenario: str, seed: int) -> Path:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from positioning import resources
 from positioning.evaluation.level_data import FIRST_SEED, LEVEL_SCENARIOS, LevelSample, generate, load_dataset
 from positioning.perception.heightmap import DEFAULT_HEIGHT_MAP_SETTINGS
 from positioning.planning.level_net import (
@@ -44,7 +45,7 @@ from positioning.planning.level_net import (
 
 __all__ = ["split", "to_arrays", "train", "evaluate", "main"]
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+MODELS_DIR = resources.models_dir()
 HUBER_MM = 10.0
 #: Height-map cell size the data was made with (the pipeline's default grid).
 CELL_MM = DEFAULT_HEIGHT_MAP_SETTINGS.cell_mm

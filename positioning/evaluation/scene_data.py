@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from positioning import resources
 from positioning.perception.planview import (
     DEFAULT_PLAN_VIEW_SETTINGS,
     PlanViewSettings,
@@ -62,8 +63,8 @@ PERCEPTION_STRIDE = 2
 
 
 def data_dir() -> Path:
-    root = os.environ.get("POSITIONING_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "positioning") / "scene" / f"v{DATA_VERSION}"
+    """``$POSITIONING_CACHE/scene/vN`` (default ``~/.cache/positioning/scene/vN``)."""
+    return resources.cache_dir("scene") / f"v{DATA_VERSION}"
 
 
 def class_of_labels(label: np.ndarray, z_mm: np.ndarray, mattress_top_z_mm: float) -> np.ndarray:

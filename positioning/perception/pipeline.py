@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from positioning import resources
 from positioning.errors import PositioningError
 from positioning.frames import Calibration, RGBDFrame
 from positioning.perception.fusion import (
@@ -92,7 +93,7 @@ __all__ = [
     "DEFAULT_CORRECTION_PATH",
 ]
 
-DEFAULT_CORRECTION_PATH = Path(__file__).resolve().parents[2] / "models" / "landmark_correction.json"
+DEFAULT_CORRECTION_PATH = resources.models_dir() / "landmark_correction.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +119,12 @@ class LandmarkCorrection:
 
 
 def lying_of(position: PatientPosition | str) -> str:
-    """``"supine"``, ``"prone"`` or ``"decubitus"`` of a DICOM position code."""
-    code = str(position)
-    return {"S": "supine", "P": "prone"}.get(code[2:], "decubitus")
+    """``"supine"``, ``"prone"`` or ``"decubitus"`` of a DICOM position code (``PatientPosition.posture``).
+
+    Raises:
+        ValueError: not a DICOM position code.
+    """
+    return PatientPosition(str(position)).posture
 
 
 def load_landmark_correction(path: str | Path | None = None) -> LandmarkCorrection:

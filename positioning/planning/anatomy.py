@@ -49,7 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from positioning.perception.orientation import PatientPosition
+from positioning import resources
+from positioning.conventions import PatientPosition
 
 __all__ = [
     "PLANNING_LANDMARKS",
@@ -187,7 +188,7 @@ class LandmarkModel:
 
 def default_landmark_model_path() -> Path:
     """``models/isocenter_landmarks.json`` in the repository."""
-    return Path(__file__).resolve().parents[2] / "models" / "isocenter_landmarks.json"
+    return resources.models_dir() / "isocenter_landmarks.json"
 
 
 _MODEL_CACHE: dict[str, LandmarkModel] = {}
@@ -269,12 +270,7 @@ class AnatomyEstimate:
 
 def posture_group(position: PatientPosition | str | None) -> str:
     """``"supine"``, ``"prone"`` or ``"decubitus"`` for a DICOM position (None: supine, the most common)."""
-    p = str(position or "HFS")
-    if p.endswith("S"):
-        return "supine"
-    if p.endswith("P"):
-        return "prone"
-    return "decubitus"
+    return PatientPosition(str(position or "HFS")).posture
 
 
 def superior_sign(

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from positioning import resources
 from positioning.perception.profile import SurfaceProfile, freeze_slice_arrays
 from positioning.perception.table import TableEstimate
 from positioning.planning.anatomy import POSTURE_GROUPS, posture_group
@@ -355,7 +356,7 @@ class IsocenterModel:
 
 def default_isocenter_model_path() -> Path:
     """``models/isocenter_model.json`` in the repository."""
-    return Path(__file__).resolve().parents[2] / "models" / "isocenter_model.json"
+    return resources.models_dir() / "isocenter_model.json"
 
 
 _MODEL_CACHE: dict[str, IsocenterModel] = {}

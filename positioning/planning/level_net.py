@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from positioning import resources
 from positioning.perception.heightmap import HeightMap
 
 __all__ = [
@@ -206,7 +207,7 @@ class LevelNetOutput:
 
 def default_level_net_path() -> Path:
     """``models/level_net.pt`` in the repository."""
-    return Path(__file__).resolve().parents[2] / "models" / "level_net.pt"
+    return resources.models_dir() / "level_net.pt"
 
 
 class LevelNetPredictor:

@@ -41,8 +41,9 @@ from typing import Any
 
 import yaml
 
+from positioning import resources
+from positioning.conventions import ArmState, PatientPosition
 from positioning.errors import ProtocolError
-from positioning.perception.orientation import ArmState, PatientPosition
 from positioning.planning.anatomy import LANDMARK_ORDER, PLANNING_LANDMARKS
 
 __all__ = [
@@ -295,7 +296,7 @@ def protocol_from_dict(data: Mapping[str, Any], *, source: Path | None = None) -
 
 def protocol_dir() -> Path:
     """The repository's ``protocols/`` folder (shipped defaults)."""
-    return Path(__file__).resolve().parents[2] / "protocols"
+    return resources.protocols_dir()
 
 
 def protocol_search_path(search_dirs: Iterable[str | Path] = ()) -> list[Path]:

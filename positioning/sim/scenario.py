@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from positioning import resources
 from positioning.errors import ScenarioError
 from positioning.sim.appearance import CLOTHING, FITZPATRICK_SKIN, GOWN_COLORS, SKIN_TONES, Appearance
 from positioning.sim.body import ArmPose, Phenotype
@@ -54,7 +55,7 @@ __all__ = [
 
 def scenario_dir() -> Path:
     """The repository's ``sim/`` folder (scenario YAML files)."""
-    return Path(__file__).resolve().parents[2] / "sim"
+    return resources.sim_dir()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from positioning import resources
 from positioning.errors import PositioningError
 
 __all__ = [
@@ -102,13 +103,9 @@ class ModelBuildError(PositioningError):
     code = "MODEL_BUILD_ERROR"
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
 def default_task_path(variant: str = "full") -> Path:
     """``<repo>/models/pose_landmarker_<variant>.task``, where the backend looks for the model."""
-    return _repo_root() / "models" / f"pose_landmarker_{variant}.task"
+    return resources.models_dir() / f"pose_landmarker_{variant}.task"
 
 
 def default_wheel_dir() -> Path:
