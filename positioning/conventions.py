@@ -36,6 +36,11 @@ class PatientPosition(enum.StrEnum):
         """``"supine"``, ``"prone"``, ``"left_decubitus"`` or ``"right_decubitus"``."""
         return {"S": "supine", "P": "prone", "DL": "left_decubitus", "DR": "right_decubitus"}[self.value[2:]]
 
+    @property
+    def posture(self) -> str:
+        """``"supine"``, ``"prone"`` or ``"decubitus"`` (either side): the groups models are fitted per."""
+        return "decubitus" if self.value[2] == "D" else self.lying
+
 
 class ArmState(enum.StrEnum):
     """Where the arms are, as CT set-ups care about it."""

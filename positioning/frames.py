@@ -81,6 +81,55 @@ class Intrinsics:
         v = np.degrees(2 * np.arctan2(self.height / 2, self.fy))
         return float(h), float(v)
 
+    def project(self, points_camera_mm: np.ndarray) -> np.ndarray:
+        """Pixels ``(u, v)`` of camera-frame points: ``u = fx x / z + ppx``, ``v = fy y / z + ppy``.
+
+        The one projection of the project (see also :meth:`deproject`). Distortion is not applied (the
+        streams this project reads are rectified).
+
+        Args:
+            points_camera_mm: ``(N, 3)`` points in the camera optical frame, mm.
+
+        Returns:
+            ``(N, 2)`` float64 ``(u, v)``; NaN for a point on or behind the camera's plane (``z <= 0``),
+            which no pixel sees.
+
+        Raises:
+            ValueError: ``points_camera_mm`` is not ``(N, 3)``.
+
+        Example:
+            >>> k = Intrinsics(width=4, height=2, fx=2.0, fy=4.0, ppx=1.0, ppy=0.5)
+            >>> k.project(np.array([[1000.0, -125.0, 1000.0], [0.0, 0.0, -5.0]])).tolist()
+            [[3.0, 0.0], [nan, nan]]
+        """
+        c = np.asarray(points_camera_mm, np.float64)
+        if c.ndim != 2 or c.shape[1] != 3:
+            raise ValueError(f"points must be (N, 3), got {c.shape}")
+        z = np.where(c[:, 2] > 1e-6, c[:, 2], np.nan)
+        return np.stack([self.fx * c[:, 0] / z + self.ppx, self.fy * c[:, 1] / z + self.ppy], axis=1)
+
+    def deproject(self, uv_px: np.ndarray, depth_z_mm: np.ndarray) -> np.ndarray:
+        """Camera-frame points of pixels ``(u, v)`` at z-depths: ``x = (u - ppx) z / fx``,
+        ``y = (v - ppy) z / fy`` (the inverse of :meth:`project`).
+
+        Args:
+            uv_px: ``(N, 2)`` pixel positions.
+            depth_z_mm: ``(N,)`` z-depths (along the optical axis, not ray length), mm; NaN gives NaN.
+
+        Returns:
+            ``(N, 3)`` float64 camera-frame points, mm.
+
+        Raises:
+            ValueError: mismatched or malformed shapes.
+        """
+        uv = np.asarray(uv_px, np.float64)
+        z = np.asarray(depth_z_mm, np.float64)
+        if uv.ndim != 2 or uv.shape[1] != 2:
+            raise ValueError(f"uv_px must be (N, 2), got {uv.shape}")
+        if z.shape != (len(uv),):
+            raise ValueError(f"depth_z_mm must be ({len(uv)},), got {z.shape}")
+        return np.stack([(uv[:, 0] - self.ppx) / self.fx * z, (uv[:, 1] - self.ppy) / self.fy * z, z], axis=1)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -490,15 +490,7 @@ def deproject_pixels(uv_px: np.ndarray, depth_z_mm: np.ndarray, intrinsics: Intr
         >>> deproject_pixels(np.array([[3.0, 0.0]]), np.array([1000.0]), k).tolist()
         [[1000.0, -125.0, 1000.0]]
     """
-    uv = _check_uv(uv_px)
-    z = np.asarray(depth_z_mm, dtype=np.float64)
-    if z.shape != (len(uv),):
-        raise ValueError(f"depth_z_mm must be ({len(uv)},), got {z.shape}")
-    out = np.empty((len(uv), 3))
-    out[:, 0] = (uv[:, 0] - intrinsics.ppx) / intrinsics.fx * z
-    out[:, 1] = (uv[:, 1] - intrinsics.ppy) / intrinsics.fy * z
-    out[:, 2] = z
-    return out
+    return intrinsics.deproject(_check_uv(uv_px), depth_z_mm)
 
 
 def joint_offsets_mm(

@@ -345,8 +345,4 @@ def project_points(points_mm: np.ndarray, calibration: Calibration, intrinsics: 
     p = np.asarray(points_mm, np.float64)
     if p.ndim != 2 or p.shape[1] != 3:
         raise ValueError(f"points_mm must be (N, 3), got {p.shape}")
-    c = calibration.to_camera(p)
-    z = np.where(c[:, 2] > 1e-6, c[:, 2], np.nan)
-    u = intrinsics.fx * c[:, 0] / z + intrinsics.ppx
-    v = intrinsics.fy * c[:, 1] / z + intrinsics.ppy
-    return np.stack([u, v], axis=1)
+    return intrinsics.project(calibration.to_camera(p))

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from positioning.perception.orientation import BODY_AXES, ArmState, PatientPosition
+from positioning.conventions import BODY_AXES, ArmState, PatientPosition
 from positioning.perception.status import PerceptionNote, PerceptionStatus
 
 __all__ = [

@@ -36,11 +36,10 @@ def colorize_depth(depth_mm: np.ndarray) -> np.ndarray:
 
 
 def project_points(points_scanner_mm: np.ndarray, frame: RGBDFrame, calibration: Calibration) -> np.ndarray:
-    """Project ``(N, 3)`` scanner-frame points to ``(N, 2)`` pixel ``(u, v)`` of the depth image."""
+    """Project ``(N, 3)`` scanner-frame points to ``(N, 2)`` pixel ``(u, v)`` of the depth image (NaN
+    behind the camera: :meth:`~positioning.frames.Intrinsics.project`)."""
     cam = calibration.to_camera(np.asarray(points_scanner_mm, float).reshape(-1, 3))
-    k = frame.intrinsics
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.stack([k.fx * cam[:, 0] / cam[:, 2] + k.ppx, k.fy * cam[:, 1] / cam[:, 2] + k.ppy], axis=1)
+    return frame.intrinsics.project(cam)
 
 
 def preview_image(

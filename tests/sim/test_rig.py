@@ -193,3 +193,18 @@ def test_calibration_load_rejects_bad_files(tmp_path, text, match):
         path.write_text(text)
     with pytest.raises(CalibrationError, match=match):
         Calibration.load(path)
+
+
+def test_the_one_projection_and_its_inverse():
+    k = Intrinsics(width=64, height=48, fx=50.5, fy=52.25, ppx=30.3, ppy=25.7)
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.uniform(-500, 500, (50, 2)), rng.uniform(300, 3000, 50)])
+    uv = k.project(pts)
+    assert np.allclose(k.deproject(uv, pts[:, 2]), pts)
+    assert np.allclose(uv[0], [k.fx * pts[0, 0] / pts[0, 2] + k.ppx, k.fy * pts[0, 1] / pts[0, 2] + k.ppy])
+    # on or behind the camera's plane no pixel sees a point
+    assert np.isnan(k.project(np.array([[10.0, 0.0, 0.0], [10.0, 5.0, -200.0]]))).all()
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        k.project(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="depth_z_mm"):
+        k.deproject(uv, pts[:3, 2])
