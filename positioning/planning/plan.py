@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from positioning.conventions import ArmState, PatientPosition
 from positioning.perception.heightmap import height_map
-from positioning.perception.orientation import ArmState, PatientPosition
 from positioning.perception.state import PatientState
 from positioning.perception.status import PerceptionStatus
 from positioning.planning import checks as ck
@@ -446,9 +446,11 @@ def surface_signature(
     table_top_z_mm: float,
     table_y_ref_mm: float,
     keypoints_mm: Mapping[str, np.ndarray] | None = None,
+    table_position_mm: float | None = None,
 ) -> dict[str, Any]:
     """What :func:`surface_displacement` compares: per valid slice its y, height above the table and
-    lateral centre; the trunk and leg keypoints' y; the table's top z and foot-end y (NaN when not seen).
+    lateral centre; the trunk and leg keypoints' y; the table's top z and foot-end y (NaN when not seen);
+    the console's longitudinal table reading (NaN when not reported).
 
     Convention: scanner frame, mm.
     """
@@ -461,6 +463,7 @@ def surface_signature(
         "keypoints_y_mm": {k: float(kp[k][1]) for k in MOTION_KEYPOINTS if k in kp},
         "table_top_z_mm": float(table_top_z_mm),
         "table_y_ref_mm": float(table_y_ref_mm),
+        "table_position_mm": math.nan if table_position_mm is None else float(table_position_mm),
     }
 
 
@@ -470,9 +473,13 @@ def surface_displacement(reference: Mapping[str, Any], current: Mapping[str, Any
     * sideways: median change of the slices' lateral centres (slices matched by y);
     * height: median change of the slices' height above the table (a table move does not count);
     * along the table: median change of the trunk and leg keypoints' y (at least 3 in common), minus the
-      table's own move when its foot end is seen in both and moved more than :data:`TABLE_MOVE_MIN_MM`
-      (smaller changes are the table estimate's noise). The surface alone cannot tell this reliably: a
-      D435's height profile changes by 10-30 mm from frame to frame at the feet.
+      table's own move. The table's move is the console's: the change of its table reading when both
+      signatures have one. Without it, the change of the table's seen foot end, when it moved more than
+      :data:`TABLE_MOVE_MIN_MM` (smaller changes are the table estimate's noise) and only when taking it
+      off makes the displacement smaller: the seen extent of a table can jump by a metre between frames
+      (a strip of it chosen in one frame, all of it in the next), and such a jump is not the patient's
+      motion. The surface alone cannot tell this reliably: a D435's height profile changes by 10-30 mm
+      from frame to frame at the feet.
 
     Breathing (a few mm of anterior motion) changes none of them much.
 
@@ -491,9 +498,15 @@ def surface_displacement(reference: Mapping[str, Any], current: Mapping[str, Any
     common = [k for k in ka if k in kb]
     if len(common) >= 3:
         dy = float(np.median([kb[k] - ka[k] for k in common]))
-        table_dy = float(current["table_y_ref_mm"]) - float(reference["table_y_ref_mm"])
-        if math.isfinite(table_dy) and abs(table_dy) > TABLE_MOVE_MIN_MM:
-            dy -= table_dy
+        console_dy = float(current.get("table_position_mm", math.nan)) - float(
+            reference.get("table_position_mm", math.nan)
+        )
+        if math.isfinite(console_dy):
+            dy -= console_dy  # the reading increases into the gantry, as scanner y
+        else:
+            seen_dy = float(current["table_y_ref_mm"]) - float(reference["table_y_ref_mm"])
+            if math.isfinite(seen_dy) and abs(seen_dy) > TABLE_MOVE_MIN_MM and abs(dy - seen_dy) < abs(dy):
+                dy -= seen_dy
         out["along_the_table"] = abs(dy)
     return out
 
@@ -710,7 +723,7 @@ def make_plan(
         overscan = overscan_impact(scan_range.length_mm, protocol.generic_length_mm)
 
     signature = surface_signature(
-        feats, table.top_z_mm, table.y_min_mm if table.y_min_seen else math.nan, keypoints
+        feats, table.top_z_mm, table.y_min_mm if table.y_min_seen else math.nan, keypoints, table_position_mm
     )
     if confirmed is not None and confirmed.surface:
         found += ck.check_moved(surface_displacement(confirmed.surface, signature), settings=cs)

@@ -274,6 +274,17 @@ def test_surface_displacement() -> None:
     # the table moved 300 mm into the gantry with the patient: no patient motion along it
     moved_table = cur | {"keypoints_y_mm": {k: v + 300.0 for k, v in kp.items()}, "table_y_ref_mm": -2400.0}
     assert surface_displacement(ref, moved_table)["along_the_table"] == pytest.approx(0.0)
+    # ... and the patient moved 40 mm on it as it went
+    slid = moved_table | {"keypoints_y_mm": {k: v + 340.0 for k, v in kp.items()}}
+    assert surface_displacement(ref, slid)["along_the_table"] == pytest.approx(40.0)
+    # the table's seen foot end jumped by 926 mm (a strip of the top chosen instead of all of it) while
+    # the patient moved 15 mm toward the feet: that jump is not the patient's motion
+    jumped = cur | {"keypoints_y_mm": {k: v - 15.0 for k, v in kp.items()}, "table_y_ref_mm": -1774.0}
+    assert surface_displacement(ref, jumped)["along_the_table"] == pytest.approx(15.0)
+    # the console's table readings, when both plans have one, decide the table's move
+    console = {"table_position_mm": 100.0}
+    told = jumped | {"table_position_mm": 400.0, "keypoints_y_mm": {k: v + 310.0 for k, v in kp.items()}}
+    assert surface_displacement(ref | console, told)["along_the_table"] == pytest.approx(10.0)
     assert (
         surface_displacement(
             ref | {"y_mm": y[:5], "height_mm": y[:5], "x_mm": y[:5], "keypoints_y_mm": {}}, cur
