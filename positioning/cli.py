@@ -7,6 +7,7 @@ message on stderr, never a traceback), 3 an internal error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -195,58 +196,83 @@ def _print_truth(recording: Path) -> None:
         print(f"truth       {line}")
 
 
-def _load_calibration(recording: Path, calibration: str | None):  # -> Calibration
-    from positioning.errors import CalibrationError
-    from positioning.frames import Calibration
-    from positioning.sim.session import calibration_path_for
+@dataclasses.dataclass
+class SessionRun:
+    """What :func:`run_session` gave: an estimate per frame, the plan of the last one, the calibration."""
 
-    path = Path(calibration) if calibration else calibration_path_for(recording)
-    if not path.is_file():
-        raise CalibrationError(
-            f"no calibration: {path} does not exist (pass --calibration FILE; a recording made by the "
-            "simulator has NAME.calibration.yaml beside it)"
-        )
-    return Calibration.load(path)
+    estimates: list[Any]  # Estimate
+    plan: Any | None  # Plan
+    calibration: Any  # Calibration
+    label: str
+
+    @property
+    def states(self) -> list[Any]:
+        return [e.state for e in self.estimates]
+
+    @property
+    def last_frame(self) -> Any:
+        return self.estimates[-1].frame
 
 
-def perceive_recording(
-    recording: Path,
-    calibration,
+def run_session(
+    source: str | Path,
+    request: Any,  # SessionRequest
     *,
+    calibration: str | Path | None = None,
     max_frames: int | None = None,
     landmarks: str = "fused",
     room: str | None = None,
-):  # -> list[PatientState]
-    """Run perception with tracking over every frame of a recording (the live-camera code path), with the
-    given landmark sources (``mediapipe``, ``depth`` or ``fused``) and the room file's table model."""
-    from positioning.camera.realsense import RealSenseSource
-    from positioning.perception.pipeline import Perceiver, PerceiverSettings
-    from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
+    plan_settings: Any | None = None,
+) -> SessionRun:
+    """Play ``source`` (a recording, or the simulated room once through) frame by frame through a
+    :class:`~positioning.service.session.Session`, the service's own path: perception with tracking on
+    every frame, then (with a protocol in ``request``) the plan of the last frame.
 
-    states = []
-    frame = None
+    The protocol is checked first, then the recording, then its calibration, so each fails with its own
+    error.
+    """
+    from positioning.camera.source import open_source
+    from positioning.perception.pipeline import PerceiverSettings
+    from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
+    from positioning.planning.protocol import load_protocol
+    from positioning.service.session import Session
+
+    if request.protocol is not None:
+        load_protocol(request.protocol, search_dirs=request.protocol_dirs)
     table_model = DEFAULT_TABLE_MODEL if room is None else load_table_model(room)
     settings = PerceiverSettings(landmarks=landmarks, table_model=table_model)
-    with RealSenseSource.from_file(recording) as src, Perceiver(settings=settings) as perceiver:
-        for frame in src.frames(max_frames):
-            states.append(perceiver.perceive(frame, calibration))
-    if not states:
-        raise PositioningError(f"{recording} contains no frames")
-    return states, frame
+    with open_source(source, calibration=calibration, real_time=False, loop=False) as opened:
+        with Session(
+            request,
+            opened.calibration,
+            perceiver_settings=settings,
+            plan_settings=plan_settings,
+            preview_interval_s=None,
+        ) as session:
+            estimates = [session.process(frame) for frame in opened.source.frames(max_frames)]
+            if not estimates:
+                raise PositioningError(f"{opened.source.label} contains no frames")
+            plan = session.plan() if request.protocol is not None else None
+    return SessionRun(estimates, plan, opened.calibration, opened.source.label)
 
 
 def _cmd_perceive(args: argparse.Namespace) -> int:
-    recording = Path(args.recording)
-    calibration = _load_calibration(recording, args.calibration)
-    states, last_frame = perceive_recording(
-        recording, calibration, max_frames=args.frames, landmarks=args.landmarks, room=args.room
+    from positioning.service.session import SessionRequest
+
+    run = run_session(
+        args.recording,
+        SessionRequest(),
+        calibration=args.calibration,
+        max_frames=args.frames,
+        landmarks=args.landmarks,
+        room=args.room,
     )
-    code = _report_perception(states, last_frame, recording, json_out=args.json, overlay=args.overlay)
+    code = _report_perception(run, json_out=args.json, overlay=args.overlay)
     if args.scene:
         from positioning.perception.overlay import draw_scene
         from positioning.sim.preview import save_png
 
-        img = draw_scene(states[-1])
+        img = draw_scene(run.states[-1])
         if img is None:
             print("scene: no scene network (models/scene_net.pt)", file=sys.stderr)
         else:
@@ -254,10 +280,11 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
     return code
 
 
-def _report_perception(states, last_frame, recording: Path, *, json_out: bool, overlay: str | None) -> int:
+def _report_perception(run: SessionRun, *, json_out: bool, overlay: str | None) -> int:
     from positioning.perception.overlay import draw_perception
     from positioning.sim.preview import save_png
 
+    states, last_frame = run.states, run.last_frame
     state = states[-1]
     timings: dict[str, list[float]] = {}
     for s in states:
@@ -268,7 +295,7 @@ def _report_perception(states, last_frame, recording: Path, *, json_out: bool, o
     if json_out:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"frames      {len(states)} from {recording}")
+        print(f"frames      {len(states)} from {run.label}")
         print(f"status      {state.status.value}: {state.message}")
         if state.table is not None:
             t = state.table
@@ -302,43 +329,44 @@ def _report_perception(states, last_frame, recording: Path, *, json_out: bool, o
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from positioning.planning.protocol import load_protocol
-
-    # a bad protocol fails before the recording is read
-    protocol = load_protocol(args.protocol, search_dirs=args.protocol_dir or ())
-    recording = Path(args.recording)
-    calibration = _load_calibration(recording, args.calibration)
-    states, last_frame = perceive_recording(
-        recording, calibration, max_frames=args.frames, landmarks=args.landmarks, room=args.room
-    )
-    return _report_plan(states, last_frame, calibration, protocol, args)
-
-
-def _report_plan(states, last_frame, calibration, protocol, args: argparse.Namespace) -> int:
-    """Plan on the last perceived state; ``args`` carries position, bore_mm, table_position, json, overlay."""
-    import dataclasses
-
     from positioning.planning.checks import DEFAULT_CHECK_SETTINGS
-    from positioning.planning.overlay import draw_plan
-    from positioning.planning.plan import PlanSettings, make_plan, plan_summary
-    from positioning.sim.preview import save_png
+    from positioning.planning.plan import PlanSettings
+    from positioning.service.session import SessionRequest
 
     checks = dataclasses.replace(DEFAULT_CHECK_SETTINGS, bore_diameter_mm=args.bore_mm)
-    plan = make_plan(
-        states[-1],
-        protocol,
-        settings=PlanSettings(checks=checks),
+    request = SessionRequest(
+        protocol=args.protocol,
         expected_position=args.position,
         table_position_mm=args.table_position,
+        protocol_dirs=tuple(Path(d) for d in args.protocol_dir or ()),
     )
-    if args.json:
+    run = run_session(
+        args.recording,
+        request,
+        calibration=args.calibration,
+        max_frames=args.frames,
+        landmarks=args.landmarks,
+        room=args.room,
+        plan_settings=PlanSettings(checks=checks),
+    )
+    return _report_plan(run, json_out=args.json, overlay=args.overlay)
+
+
+def _report_plan(run: SessionRun, *, json_out: bool, overlay: str | None) -> int:
+    from positioning.planning.overlay import draw_plan
+    from positioning.planning.plan import plan_summary
+    from positioning.sim.preview import save_png
+
+    plan = run.plan
+    if json_out:
         print(json.dumps(plan.to_json(), indent=2))
     else:
         print(plan_summary(plan))
-    if args.overlay and last_frame is not None:
-        img = draw_plan(display_image(last_frame), plan, calibration, last_frame.intrinsics)
-        path = save_png(args.overlay, img)
-        print(f"overlay: {path}", file=sys.stderr if args.json else sys.stdout)
+    if overlay:
+        frame = run.last_frame
+        img = draw_plan(display_image(frame), plan, run.calibration, frame.intrinsics)
+        path = save_png(overlay, img)
+        print(f"overlay: {path}", file=sys.stderr if json_out else sys.stdout)
     return 0 if plan.has_patient else 1
 
 
@@ -365,26 +393,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _write_preview(rec, out_dir / f"{args.scenario}.png")
     print()
     print("perception on the recording (tracked over all frames):")
-    from positioning.planning.protocol import load_protocol
+    from positioning.service.session import SessionRequest
 
-    protocol = load_protocol(args.protocol)
-    calibration = _load_calibration(rec, None)
-    states, last_frame = perceive_recording(
-        rec, calibration, landmarks=args.landmarks
-    )  # once, for both reports
-    _report_perception(
-        states, last_frame, rec, json_out=False, overlay=str(out_dir / f"{args.scenario}.perception.png")
-    )
+    # once, for both reports: the plan is of the last frame
+    run = run_session(rec, SessionRequest(protocol=args.protocol), landmarks=args.landmarks)
+    _report_perception(run, json_out=False, overlay=str(out_dir / f"{args.scenario}.perception.png"))
     print()
     print(f"plan for protocol {args.protocol}:")
-    plan_args = argparse.Namespace(
-        position=None,
-        bore_mm=700.0,
-        table_position=None,
-        json=False,
-        overlay=str(out_dir / f"{args.scenario}.plan.png"),
-    )
-    return _report_plan(states, last_frame, calibration, protocol, plan_args)
+    return _report_plan(run, json_out=False, overlay=str(out_dir / f"{args.scenario}.plan.png"))
 
 
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
@@ -438,7 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     per = sub.add_parser("perceive", help="run perception on a recording: table, patient, landmarks, pose")
-    per.add_argument("recording")
+    per.add_argument(
+        "recording",
+        help="a RealSense recording (.db3 or .bag), or sim[:SCENARIO[@SEED]] for the simulated room (its "
+        "clip once through)",
+    )
     per.add_argument("--calibration", metavar="FILE", help="default: RECORDING.calibration.yaml beside it")
     per.add_argument("--frames", type=int, default=None, help="read at most N frames")
     per.add_argument("--json", action="store_true")
@@ -449,7 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     per.set_defaults(func=_cmd_perceive)
 
     plan = sub.add_parser("plan", help="plan a scan from a recording: isocenter, table offsets, scan range")
-    plan.add_argument("recording")
+    plan.add_argument(
+        "recording",
+        help="a RealSense recording (.db3 or .bag), or sim[:SCENARIO[@SEED]] for the simulated room (its "
+        "clip once through)",
+    )
     plan.add_argument("--protocol", required=True, help="protocol name (see protocols/) or a YAML file")
     plan.add_argument("--calibration", metavar="FILE", help="default: RECORDING.calibration.yaml beside it")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON (the console contract)")

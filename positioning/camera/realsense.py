@@ -2,7 +2,11 @@
 
 A live camera and a recording (``.db3``, ROS 2, as pyrealsense2 >= 2.58 records; or legacy ``.bag``)
 differ only in the ``rs.config`` the pipeline starts with. Recordings play back with
-``set_real_time(False)``, so every recorded frame is delivered exactly once, as fast as it is read.
+``set_real_time(False)``, so every recorded frame is read exactly once. By default they are delivered as
+fast as they are read; with ``real_time=True`` each is delivered when its timestamp falls due (the rate it
+was recorded at, as a live camera delivers them) and a reader that falls behind misses frames, as it would
+from a live camera. (pyrealsense2's own real-time playback paces by the time the file was written, not
+by the frames' timestamps: a simulator recording written at 3 frames/s would play at 3 frames/s.)
 
 Convention: frames are :class:`positioning.frames.RGBDFrame`: depth ``(H, W)`` uint16 z-depth in mm
 (scaled from the sensor's depth units), in the depth optical frame (x right, y down, z forward), pixel
@@ -11,6 +15,7 @@ origin at the centre of the top-left pixel; colour ``(H, W, 3)`` uint8 RGB, mapp
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +24,7 @@ from types import TracebackType
 import numpy as np
 import pyrealsense2 as rs
 
+from positioning.camera.source import ContinuousClock
 from positioning.errors import (
     CorruptRecordingError,
     MissingStreamError,
@@ -109,6 +115,7 @@ class RealSenseSource:
         error: type[RecordingError],
         timeout_s: float,
         repeat: bool = False,
+        real_time: bool = False,
     ) -> None:
         """Start ``config`` on a fresh pipeline; use :meth:`from_file` or :meth:`live` instead.
 
@@ -117,13 +124,18 @@ class RealSenseSource:
             label: names the source in error messages.
             error: raised (chained) when pyrealsense2 fails to open or read the source.
             timeout_s: longest wait for a frame.
-            repeat: whether a recording loops (its end is then never reported).
+            repeat: whether a recording loops (its end is then never reported; timestamps then continue
+                across loops, see :class:`~positioning.camera.source.ContinuousClock`).
+            real_time: a recording's frames are delivered when their timestamps fall due (frames are
+                skipped when the reader is slower), instead of every frame as fast as it is read.
         """
         self._config = config
         self._label = label
         self._error = error
         self._timeout_s = float(timeout_s)
         self._repeat = repeat
+        self._real_time = real_time
+        self._clock = ContinuousClock() if repeat else None
         self._delivered = 0
         self._running = False
         # A private context per source: a recording resolved here is the very device start() uses, so
@@ -145,6 +157,8 @@ class RealSenseSource:
             raise MissingStreamError(f"{label} has no depth stream (streams: {found})")
         depth = streams[rs.stream.depth]
         color = streams.get(rs.stream.color)
+        self._period_s = 1.0 / depth.fps() if depth.fps() > 0 else 1.0 / 30.0
+        self._pace_origin: tuple[float, float] | None = None  # (monotonic s, timestamp ms) of the first
         self.depth_intrinsics: Intrinsics = intrinsics_from_rs(depth.get_intrinsics())
         self.device_name: str = _device_info(device, rs.camera_info.name)
         self.serial: str = _device_info(device, rs.camera_info.serial_number)
@@ -170,13 +184,20 @@ class RealSenseSource:
 
     @classmethod
     def from_file(
-        cls, path: str | Path, *, repeat: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
+        cls,
+        path: str | Path,
+        *,
+        repeat: bool = False,
+        real_time: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> RealSenseSource:
-        """Play a recording (``.db3`` or legacy ``.bag``), every frame exactly once, as fast as it is read.
+        """Play a recording (``.db3`` or legacy ``.bag``): every frame exactly once, as fast as it is read,
+        or (``real_time``) at the recorded rate, as a live camera delivers them.
 
         Args:
             path: the recording.
             repeat: start again at the end instead of stopping.
+            real_time: play at the recorded frame rate; a reader slower than that misses frames.
             timeout_s: longest wait for a frame before the recording counts as broken.
 
         Raises:
@@ -190,7 +211,12 @@ class RealSenseSource:
         config = rs.config()
         config.enable_device_from_file(str(path), repeat_playback=repeat)
         return cls(
-            config, label=f"recording {path}", error=CorruptRecordingError, timeout_s=timeout_s, repeat=repeat
+            config,
+            label=f"recording {path}",
+            error=CorruptRecordingError,
+            timeout_s=timeout_s,
+            repeat=repeat,
+            real_time=real_time,
         )
 
     @classmethod
@@ -223,6 +249,11 @@ class RealSenseSource:
         label = f"RealSense camera {serial or '(first found)'} depth+colour {width}x{height} @ {fps} fps"
         return cls(config, label=label, error=MissingStreamError, timeout_s=timeout_s)
 
+    @property
+    def label(self) -> str:
+        """Names the source in messages (``"recording scene.db3"``)."""
+        return self._label
+
     def _restart_playback(self) -> None:
         """Stop and start the recording again on a fresh pipeline, real time off before the first frame."""
         self._pipeline.stop()
@@ -233,7 +264,7 @@ class RealSenseSource:
         self._pipeline.start(self._config)
 
     def read(self) -> RGBDFrame:
-        """The next frame.
+        """The next frame (with ``real_time``: the frame due now, waiting for it when it is not yet due).
 
         Raises:
             StopIteration: the (non-repeating) recording has ended.
@@ -243,6 +274,22 @@ class RealSenseSource:
         """
         if not self._running:
             raise ValueError(f"{self._label} is closed")
+        if not self._real_time or self._playback is None:
+            return self._read_next()
+        while True:
+            frame = self._read_next()
+            now = time.monotonic()
+            if self._pace_origin is None:
+                self._pace_origin = (now, frame.timestamp_ms)
+            due = self._pace_origin[0] + (frame.timestamp_ms - self._pace_origin[1]) / 1000.0
+            if due < now - self._period_s:
+                continue  # its time has passed: a live camera would have delivered a newer frame by now
+            if due > now:
+                time.sleep(due - now)
+            return dataclasses.replace(frame, received_ns=time.monotonic_ns())
+
+    def _read_next(self) -> RGBDFrame:
+        """The next frame the pipeline delivers (see :meth:`read`)."""
         try:
             frames = self._wait_for_frames()
             if frames is None and self._delivered == 0 and self._playback is not None:
@@ -312,7 +359,7 @@ class RealSenseSource:
             color_intrinsics=self.color_intrinsics if color_rgb is not None else None,
             color_aligned=color_rgb is not None,
             frame_number=depth.get_frame_number(),
-            timestamp_ms=depth.get_timestamp(),
+            timestamp_ms=depth.get_timestamp() if self._clock is None else self._clock(depth.get_timestamp()),
             received_ns=received_ns,
             device_name=self.device_name,
             serial=self.serial,

@@ -1,0 +1,451 @@
+"""One patient's session: perception with its tracker, the plan preview, the confirmed plan and its events.
+
+A :class:`Session` is plain Python (no grpc): the command line and the gRPC servicer both drive one. Frames
+go in (:meth:`Session.process`); out come an :class:`Estimate` per frame (the patient state and, at most
+every ``preview_interval_s``, a plan preview), the full plan on request (:meth:`Session.plan`), the
+technologist's confirmation (:meth:`Session.confirm`, which locks the reference surface) and a log of
+:class:`SessionEvent` s that is only ever appended to, so a reader that comes back late misses nothing
+(:meth:`Session.events_since`, :meth:`Session.wait_events`).
+
+Events (``kind``; each names what happened in the technologist's words):
+
+=====================  ===================================================================================
+``PATIENT_MOVED``      after confirmation, the body moved on the table beyond the plan's threshold
+``PATIENT_MOVING``     the patient is moving now (perception's motion flag turned on)
+``SECOND_PERSON``      a second person came into view
+``PLAN_INVALID``       after confirmation, the plan of the current frame has an error it did not have
+``CAMERA_LOST``        no frame from the camera (:meth:`Session.camera_lost`)
+``CAMERA_BACK``        frames again after a loss
+=====================  ===================================================================================
+
+An event is raised when its condition starts, not on every frame while it lasts.
+
+Convention: lengths in mm in the scanner frame; ``time_ms`` of an event is the frame's timestamp (or, for
+the camera, the monotonic clock in ms); ``confirmed_at`` is UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from positioning.errors import PositioningError
+from positioning.frames import Calibration, RGBDFrame
+
+__all__ = [
+    "EVENT_KINDS",
+    "SessionRequest",
+    "Estimate",
+    "SessionEvent",
+    "ConfirmedPlan",
+    "NothingToConfirmError",
+    "Session",
+]
+
+EVENT_KINDS: tuple[str, ...] = (
+    "PATIENT_MOVED",
+    "PATIENT_MOVING",
+    "SECOND_PERSON",
+    "PLAN_INVALID",
+    "CAMERA_LOST",
+    "CAMERA_BACK",
+)
+
+
+#: Checks that are events of their own, so not repeated as ``PLAN_INVALID``.
+_OWN_EVENTS = frozenset({"PATIENT_MOVED", "PATIENT_MOVING", "SECOND_PERSON"})
+
+
+class NothingToConfirmError(PositioningError):
+    """A plan cannot be confirmed: no frame yet, no patient, or the plan has an error."""
+
+    code = "NOTHING_TO_CONFIRM"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SessionRequest:
+    """What the technologist enters when a session starts.
+
+    Attributes:
+        protocol: the scan protocol's name or file (None: perception only, no plan).
+        expected_position: the DICOM position selected at the console (``"HFS"``; None: the protocol's).
+        patient_height_mm, patient_weight_kg: optional; recorded with the session (planning does not use
+            them yet).
+        table_position_mm: the console's longitudinal table reading, if known.
+        operator: who started the session.
+        protocol_dirs: extra folders searched for protocols.
+    """
+
+    protocol: str | None = None
+    expected_position: str | None = None
+    patient_height_mm: float | None = None
+    patient_weight_kg: float | None = None
+    table_position_mm: float | None = None
+    operator: str = ""
+    protocol_dirs: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        from positioning.conventions import PatientPosition
+
+        for name in ("patient_height_mm", "patient_weight_kg", "table_position_mm"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and v == v and abs(v) != float("inf")):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if self.patient_height_mm is not None and not 300.0 <= self.patient_height_mm <= 2500.0:
+            raise ValueError(f"patient_height_mm must be 300..2500 mm, got {self.patient_height_mm}")
+        if self.patient_weight_kg is not None and not 0.5 <= self.patient_weight_kg <= 400.0:
+            raise ValueError(f"patient_weight_kg must be 0.5..400 kg, got {self.patient_weight_kg}")
+        if self.expected_position is not None:
+            try:
+                PatientPosition(self.expected_position)
+            except ValueError:
+                known = ", ".join(p.value for p in PatientPosition)
+                raise ValueError(
+                    f"expected_position must be a DICOM position ({known}), got {self.expected_position!r}"
+                ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What one frame gave.
+
+    Attributes:
+        state: the patient as perceived (tracked).
+        preview: the plan of this frame, when a preview was due (None otherwise, and without a protocol).
+        frame: the frame itself (for overlays).
+        processing_ms: perception and preview time of this frame.
+        latency_ms: from the frame's arrival in this process to this estimate (NaN when the frame does
+            not say when it arrived).
+    """
+
+    state: Any  # PatientState
+    preview: Any | None  # Plan
+    frame: RGBDFrame
+    processing_ms: float
+    latency_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionEvent:
+    """Something the technologist must know, in order (``index`` counts from 0 in the session).
+
+    Attributes:
+        index: position in the session's event log.
+        kind: one of :data:`EVENT_KINDS`.
+        message: one sentence for the technologist.
+        time_ms: the frame's timestamp (camera events: the monotonic clock, ms).
+        frame_number: the frame it was seen in (-1 for camera events).
+        details: measured values (``displacement_mm`` for ``PATIENT_MOVED``, the check codes for
+            ``PLAN_INVALID``).
+    """
+
+    index: int
+    kind: str
+    message: str
+    time_ms: float
+    frame_number: int = -1
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmedPlan:
+    """The technologist's decision on a plan.
+
+    Attributes:
+        plan: the plan as confirmed (its surface is the reference for ``PATIENT_MOVED``).
+        operator: who confirmed.
+        confirmed_at: when (UTC).
+        scan_range_mm: the range the technologist set instead of the suggested one, if edited.
+        note: free text from the technologist.
+    """
+
+    plan: Any  # Plan
+    operator: str
+    confirmed_at: datetime.datetime
+    scan_range_mm: tuple[float, float] | None = None
+    note: str = ""
+
+
+class Session:
+    """One patient's session on one camera.
+
+    Args:
+        request: what the technologist entered.
+        calibration: the camera-to-scanner calibration the frames are read with.
+        perceiver: the perception pipeline (default: a new one with ``perceiver_settings``); the session
+            owns its tracker and resets it at the start.
+        perceiver_settings: settings for a new perceiver.
+        plan_settings: planning settings (table limits, checks, model files).
+        preview_interval_s: shortest time between plan previews (None: no previews; :meth:`plan` still
+            plans on request).
+        session_id: the session's identity (default: a new UUID).
+
+    Raises:
+        ProtocolError: the protocol does not exist or is invalid (before any frame is read).
+        ValueError: a request field out of range.
+    """
+
+    def __init__(
+        self,
+        request: SessionRequest,
+        calibration: Calibration,
+        *,
+        perceiver: Any | None = None,
+        perceiver_settings: Any | None = None,
+        plan_settings: Any | None = None,
+        preview_interval_s: float | None = 0.1,
+        session_id: str | None = None,
+    ) -> None:
+        from positioning.perception.pipeline import Perceiver
+        from positioning.planning.plan import DEFAULT_PLAN_SETTINGS
+        from positioning.planning.protocol import load_protocol
+
+        self.id = session_id or uuid.uuid4().hex
+        self.request = request
+        self.calibration = calibration
+        self.protocol = (
+            None
+            if request.protocol is None
+            else load_protocol(request.protocol, search_dirs=request.protocol_dirs)
+        )
+        self.plan_settings = plan_settings or DEFAULT_PLAN_SETTINGS
+        self.preview_interval_s = preview_interval_s
+        self._owns_perceiver = perceiver is None
+        self.perceiver = perceiver if perceiver is not None else Perceiver(settings=perceiver_settings)
+        self.perceiver.reset()
+        self.table_position_mm = request.table_position_mm
+        self.started_at = datetime.datetime.now(datetime.UTC)
+        self.latest: Estimate | None = None
+        self.latest_preview: Any | None = None
+        self.confirmed: ConfirmedPlan | None = None
+        self.frames_processed = 0
+        self._last_preview_s: float | None = None
+        self._events: list[SessionEvent] = []
+        self._cond = threading.Condition()
+        self._active: set[str] = set()  # conditions now on (events fire when they start)
+        self._confirmed_errors: set[str] = set()  # error checks the confirmed plan already had
+        self._camera_lost = False
+        self._closed = False
+
+    # -- frames ------------------------------------------------------------------------------------
+    def process(self, frame: RGBDFrame) -> Estimate:
+        """Perceive one frame; plan a preview when one is due (or after confirmation, to watch for
+        motion); log the events that start on it."""
+        if self._closed:
+            raise PositioningError(f"session {self.id} has ended")
+        t0 = time.perf_counter()
+        if self._camera_lost:
+            self._camera_lost = False
+            self._append("CAMERA_BACK", "The camera delivers frames again.", time.monotonic() * 1000.0)
+        state = self.perceiver.perceive(frame, self.calibration)
+        preview = None
+        now = time.monotonic()
+        due = self.protocol is not None and (
+            self.confirmed is not None
+            or (
+                self.preview_interval_s is not None
+                and (self._last_preview_s is None or now - self._last_preview_s >= self.preview_interval_s)
+            )
+        )
+        if due:
+            preview = self._make_plan(state)
+            self._last_preview_s = now
+            self.latest_preview = preview
+        processing_ms = (time.perf_counter() - t0) * 1000.0
+        latency_ms = (time.monotonic_ns() - frame.received_ns) / 1e6 if frame.received_ns else float("nan")
+        estimate = Estimate(
+            state=state, preview=preview, frame=frame, processing_ms=processing_ms, latency_ms=latency_ms
+        )
+        with self._cond:
+            self.latest = estimate
+            self.frames_processed += 1
+        self._watch(state, preview)
+        return estimate
+
+    def camera_lost(self, reason: str) -> None:
+        """The camera delivers no frames (logged once per loss)."""
+        if not self._camera_lost:
+            self._camera_lost = True
+            self._append("CAMERA_LOST", f"No frame from the camera: {reason}", time.monotonic() * 1000.0)
+
+    @property
+    def camera_ok(self) -> bool:
+        return not self._camera_lost
+
+    # -- planning ----------------------------------------------------------------------------------
+    def _make_plan(self, state: Any, scan_range_mm: tuple[float, float] | None = None) -> Any:
+        from positioning.planning.plan import make_plan
+
+        assert self.protocol is not None
+        return make_plan(
+            state,
+            self.protocol,
+            settings=self.plan_settings,
+            expected_position=self.request.expected_position,
+            scan_range_mm=scan_range_mm,
+            table_position_mm=self.table_position_mm,
+            confirmed=None if self.confirmed is None else self.confirmed.plan,
+        )
+
+    def plan(self, scan_range_mm: tuple[float, float] | None = None) -> Any:
+        """The full plan on the latest frame (with ``scan_range_mm``: the technologist's range, checked).
+
+        Raises:
+            NothingToConfirmError: no frame has been processed, or the session has no protocol.
+        """
+        if self.protocol is None:
+            raise NothingToConfirmError("this session has no protocol: start it with one to plan")
+        latest = self.latest
+        if latest is None:
+            raise NothingToConfirmError("no frame has been perceived yet in this session")
+        return self._make_plan(latest.state, scan_range_mm)
+
+    def report_table_position(self, table_position_mm: float) -> None:
+        """The console's longitudinal table reading (mm, increasing into the gantry)."""
+        v = float(table_position_mm)
+        if not (v == v and abs(v) != float("inf")):
+            raise ValueError(f"table_position_mm must be a finite number, got {table_position_mm!r}")
+        self.table_position_mm = v
+
+    def confirm(
+        self,
+        operator: str,
+        *,
+        scan_range_mm: tuple[float, float] | None = None,
+        note: str = "",
+        now: datetime.datetime | None = None,
+    ) -> ConfirmedPlan:
+        """Confirm the plan of the latest frame; its surface becomes the reference for ``PATIENT_MOVED``.
+
+        Args:
+            operator: who confirms (recorded).
+            scan_range_mm: the range as the technologist set it, if edited.
+            note: free text.
+            now: the time of the decision (default: now, UTC).
+
+        Raises:
+            NothingToConfirmError: no frame, no patient, or the plan has an error check (named).
+        """
+        if not operator.strip():
+            raise ValueError("operator must name who confirms")
+        was = self.confirmed
+        self.confirmed = None  # plan afresh, not against an earlier confirmation
+        try:
+            plan = self.plan(scan_range_mm)
+        except BaseException:
+            self.confirmed = was
+            raise
+        if not plan.has_patient:
+            self.confirmed = was
+            raise NothingToConfirmError(f"no patient to confirm: {plan.status.value}")
+        errors = [c for c in plan.checks if str(c.severity) == "error"]
+        if errors:
+            self.confirmed = was
+            raise NothingToConfirmError(
+                "the plan has errors: " + "; ".join(f"{c.code}: {c.message}" for c in errors)
+            )
+        decision = ConfirmedPlan(
+            plan=plan,
+            operator=operator,
+            confirmed_at=now or datetime.datetime.now(datetime.UTC),
+            scan_range_mm=scan_range_mm,
+            note=note,
+        )
+        self.confirmed = decision
+        self._confirmed_errors = {str(c.code) for c in plan.checks if str(c.severity) == "error"}
+        self._active.discard("PATIENT_MOVED")
+        self._active.discard("PLAN_INVALID")
+        return decision
+
+    # -- events ------------------------------------------------------------------------------------
+    def _append(
+        self, kind: str, message: str, time_ms: float, frame_number: int = -1, **details: Any
+    ) -> None:
+        with self._cond:
+            self._events.append(
+                SessionEvent(len(self._events), kind, message, float(time_ms), frame_number, details)
+            )
+            self._cond.notify_all()
+
+    def _rising(self, kind: str, on: bool) -> bool:
+        """Whether condition ``kind`` starts now (and remember it)."""
+        if on and kind not in self._active:
+            self._active.add(kind)
+            return True
+        if not on:
+            self._active.discard(kind)
+        return False
+
+    def _watch(self, state: Any, preview: Any | None) -> None:
+        t, n = state.timestamp_ms, state.frame_number
+        if self._rising("PATIENT_MOVING", bool(getattr(state, "moving", False))):
+            self._append("PATIENT_MOVING", "The patient is moving.", t, n, motion_mm=float(state.motion_mm))
+        second = state.status.value == "SECOND_PERSON" or any(
+            str(note.code) == "SECOND_PERSON" for note in getattr(state, "notes", ())
+        )
+        if self._rising("SECOND_PERSON", second):
+            self._append("SECOND_PERSON", "A second person is in the camera's view.", t, n)
+        if self.confirmed is None or preview is None:
+            return
+        moved = next((c for c in preview.checks if str(c.code) == "PATIENT_MOVED"), None)
+        if self._rising("PATIENT_MOVED", moved is not None):
+            assert moved is not None
+            self._append("PATIENT_MOVED", moved.message, t, n, **dict(moved.details))
+        new_errors = sorted(
+            str(c.code)
+            for c in preview.checks
+            if str(c.severity) == "error"
+            and str(c.code) not in self._confirmed_errors
+            and str(c.code) not in _OWN_EVENTS
+        )
+        if self._rising("PLAN_INVALID", bool(new_errors)):
+            self._append(
+                "PLAN_INVALID",
+                "The confirmed plan is no longer valid: " + ", ".join(new_errors) + ".",
+                t,
+                n,
+                checks=new_errors,
+            )
+
+    @property
+    def events(self) -> list[SessionEvent]:
+        """Every event so far, in order (a copy)."""
+        with self._cond:
+            return list(self._events)
+
+    def events_since(self, index: int) -> list[SessionEvent]:
+        """The events from ``index`` on (a reader keeps the next index it wants)."""
+        with self._cond:
+            return self._events[max(index, 0) :]
+
+    def wait_events(self, index: int, timeout_s: float | None = None) -> list[SessionEvent]:
+        """Wait until an event at or after ``index`` exists (or the timeout passes, or the session ends);
+        returns the events from ``index`` on (possibly none)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._events) > index or self._closed, timeout=timeout_s)
+            return self._events[max(index, 0) :]
+
+    # -- life --------------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """End the session (releases the perceiver when the session made it); safe to call twice."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._owns_perceiver:
+            self.perceiver.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
