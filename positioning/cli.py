@@ -281,7 +281,7 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
 
 
 def _report_perception(run: SessionRun, *, json_out: bool, overlay: str | None) -> int:
-    from positioning.perception.overlay import draw_perception
+    from positioning.perception.overlay import display_image, draw_perception
     from positioning.sim.preview import save_png
 
     states, last_frame = run.states, run.last_frame
@@ -353,6 +353,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _report_plan(run: SessionRun, *, json_out: bool, overlay: str | None) -> int:
+    from positioning.perception.overlay import display_image
     from positioning.planning.overlay import draw_plan
     from positioning.planning.plan import plan_summary
     from positioning.sim.preview import save_png
@@ -379,6 +380,17 @@ def _cmd_protocols(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if not args.offline:
+        from positioning.service.story import run_story
+
+        return run_story(
+            args.out,
+            scenario=args.scenario,
+            protocol=args.protocol,
+            move_at_s=args.move_at,
+            frames=args.frames or 15,
+            landmarks=args.landmarks,
+        )
     out_dir = Path(args.out)
     rec = out_dir / f"{args.scenario}.db3"
     _cmd_sim_record(
@@ -403,6 +415,159 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _report_plan(run, json_out=False, overlay=str(out_dir / f"{args.scenario}.plan.png"))
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from positioning.service.app import AppSettings, build_server
+    from positioning.service.server import ServerSettings
+
+    def path(v: str | None) -> Path | None:
+        return None if v is None else Path(v)
+
+    server = build_server(
+        AppSettings(
+            source=args.source,
+            calibration=path(args.calibration),
+            events=tuple(args.event),
+            frames=args.frames,
+            real_time=True if args.real_time else None,
+            loop=True if args.loop else None,
+            landmarks=args.landmarks,
+            room=path(args.room),
+            audit=path(args.audit),
+            protocol_dirs=tuple(Path(d) for d in args.protocol_dir or ()),
+            server=ServerSettings(
+                host=args.host,
+                port=args.port,
+                max_streams=args.max_streams,
+                tls_cert=path(args.tls_cert),
+                tls_key=path(args.tls_key),
+                tls_client_ca=path(args.tls_client_ca),
+                tokens=path(args.tokens),
+            ),
+        )
+    )
+    server.start()
+    d = server.hub.device_status()
+    print(
+        f"serving positioning.v1 on {server.address} ({'TLS' if server.tls else 'plain text'}"
+        f"{', tokens' if args.tokens else ''}); source {d.source}: {d.camera_model}; "
+        f"calibration {d.calibration_path}",
+        flush=True,
+    )
+    return server.serve_forever()
+
+
+def _print_message(msg: Any, json_out: bool) -> None:
+    from google.protobuf import json_format, text_format
+
+    if json_out:
+        print(json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True)), flush=True)
+    else:
+        print(text_format.MessageToString(msg).rstrip(), flush=True)
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    import itertools
+    import os
+
+    import grpc
+
+    from positioning.service.client import Client, ClientSettings, describe_error
+    from positioning.service.story import format_plan
+
+    def path(v: str | None) -> Path | None:
+        return None if v is None else Path(v)
+
+    settings = ClientSettings(
+        address=args.address,
+        token=args.token or os.environ.get("POSITIONING_TOKEN") or None,
+        tls_ca=path(args.tls_ca),
+        tls_cert=path(args.tls_cert),
+        tls_key=path(args.tls_key),
+        server_name=args.server_name,
+    )
+    show = lambda m: _print_message(m, args.json)  # noqa: E731
+    try:
+        with Client(settings) as c:
+            call = args.call
+            if call == "protocols":
+                for p in c.protocols():
+                    print(f"{p.name:<22} {p.description}")
+            elif call == "device":
+                show(c.device())
+            elif call == "health":
+                print(c.health())
+            elif call == "start":
+                show(
+                    c.start_session(
+                        args.protocol,
+                        expected_position=args.position,
+                        patient_height_mm=args.height_mm,
+                        patient_weight_kg=args.weight_kg,
+                        table_position_mm=args.table_position,
+                        operator=args.operator,
+                    )
+                )
+            elif call == "session":
+                show(c.session(args.session_id))
+            elif call == "end":
+                show(c.end_session(args.session_id))
+            elif call == "watch":
+                stream = c.watch(args.session_id)
+                for est in itertools.islice(stream, args.count):
+                    show(est) if args.json else print(
+                        f"frame {est.frame_number}: {est.state.status} {est.state.patient_position or '-'} "
+                        f"arms {est.state.arms or '-'}, {len(est.state.landmarks)} landmarks, "
+                        f"{est.latency_ms:.0f} ms" + (", plan preview" if est.HasField("preview") else "")
+                    )
+                stream.cancel()
+            elif call == "plan":
+                plan = c.plan(args.session_id)
+                print(plan.plan_json if args.json else format_plan(plan))
+            elif call == "overlay":
+                ov = c.overlay(args.session_id, depth_only=args.depth_only)
+                Path(args.out).write_bytes(ov.png)
+                print(f"overlay {args.out} ({ov.width_px}x{ov.height_px}, frame {ov.frame_number})")
+            elif call == "confirm":
+                show(c.confirm(args.session_id, operator=args.operator, note=args.note))
+            elif call == "events":
+                stream = c.events(args.session_id, from_index=args.from_index)
+                for event in itertools.islice(stream, args.count):
+                    show(event) if args.json else print(f"#{event.index} {event.kind}: {event.message}")
+                stream.cancel()
+            elif call == "table":
+                show(c.report_table_position(args.session_id, args.table_position_mm))
+            elif call == "console":
+                stream = c.confirmed_plans()
+                for confirmed in itertools.islice(stream, args.count):
+                    show(confirmed)
+                stream.cancel()
+    except grpc.RpcError as e:
+        print(f"error: {describe_error(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    from positioning.service.audit import AuditStore, default_audit_path
+
+    path = Path(args.audit) if args.audit else default_audit_path()
+    if not path.is_file():
+        print(f"error: no audit database at {path}", file=sys.stderr)
+        return 2
+    with AuditStore(path) as audit:
+        if args.what == "list":
+            for s in audit.sessions():
+                print(
+                    f"{s['id'][:12]}  {s['started_at']}  {s['protocol'] or '-':<18} {s['operator']:<14} "
+                    f"{s['confirmations']} confirmed  {'ended' if s['ended_at'] else 'OPEN'}"
+                )
+        elif args.what == "show":
+            print(json.dumps(audit.session(args.session_id), indent=2))
+        else:
+            sys.stdout.write(audit.export(args.format))
+    return 0
+
+
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
     from positioning.evaluation.bench_sim import benchmark_simulator, format_benchmark
 
@@ -423,6 +588,12 @@ def _cmd_bench_robustness(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def _cmd_bench_serve(args: argparse.Namespace) -> int:
+    from positioning.evaluation.bench_serve import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def _cmd_bench_perception(args: argparse.Namespace) -> int:
     from positioning.evaluation.bench_perception import main as bench_main
 
@@ -437,15 +608,114 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="record a simulated session and show what it contains (the default job)"
+        "demo",
+        help="the whole story (the default job): a server on the simulated room, a tablet and a console "
+        "client over a real local channel, a plan confirmed, the patient moves, the event arrives",
     )
     demo.add_argument("--out", default="out", help="output folder (default: out/)")
     demo.add_argument("--scenario", default="hfs-arms-up")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--frames", type=int, default=30)
+    demo.add_argument("--frames", type=int, default=None, help="frames per clip (default 15; offline 30)")
     demo.add_argument("--protocol", default="chest")
+    demo.add_argument(
+        "--move-at", type=float, default=15.0, help="seconds after the start when the patient moves (15)"
+    )
+    demo.add_argument(
+        "--offline",
+        action="store_true",
+        help="no server: record a session, read it back, perceive and plan it from the command line",
+    )
     _landmarks_option(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    serve = sub.add_parser(
+        "serve", help="serve the positioning gRPC service (default: the simulated room on 127.0.0.1:50051)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default loopback only)")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument(
+        "--source",
+        default=None,
+        help="sim[:SCENARIO[@SEED]] (default), realsense[:SERIAL], or a recording's path",
+    )
+    serve.add_argument("--calibration", metavar="FILE", help="camera-to-scanner calibration")
+    serve.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        metavar="SECONDS:KIND",
+        help="a simulated room event (moved, left, second_person, camera_lost, still); repeatable",
+    )
+    serve.add_argument("--frames", type=int, default=None, help="frames per simulated clip")
+    serve.add_argument("--real-time", action="store_true", help="play a recording at its recorded rate")
+    serve.add_argument("--loop", action="store_true", help="loop a recording")
+    serve.add_argument("--tokens", metavar="FILE", help="bearer tokens with roles (YAML)")
+    serve.add_argument("--tls-cert", metavar="PEM")
+    serve.add_argument("--tls-key", metavar="PEM")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates (mutual TLS)")
+    serve.add_argument("--audit", metavar="SQLITE", help="audit database (default ~/.local/share/...)")
+    serve.add_argument("--max-streams", type=int, default=64)
+    serve.add_argument(
+        "--protocol-dir", action="append", metavar="DIR", help="site protocol folder (repeatable)"
+    )
+    _landmarks_option(serve)
+    _room_option(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    client = sub.add_parser("client", help="the reference client (tablet and console calls)")
+    client.add_argument("--address", default="127.0.0.1:50051")
+    client.add_argument("--token", default=None, help="bearer token (or $POSITIONING_TOKEN)")
+    client.add_argument("--tls-ca", metavar="PEM", help="CA of the server's certificate (TLS)")
+    client.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    client.add_argument("--tls-key", metavar="PEM")
+    client.add_argument("--server-name", help="the name in the server's certificate")
+    client.add_argument("--json", action="store_true", help="print messages as JSON")
+    csub = client.add_subparsers(dest="call", required=True)
+    csub.add_parser("protocols", help="list the protocols")
+    csub.add_parser("device", help="the camera's status")
+    csub.add_parser("health", help="the health service's answer")
+    c = csub.add_parser("start", help="start a session")
+    c.add_argument("--protocol", required=True)
+    c.add_argument("--position", default="", help="expected DICOM position")
+    c.add_argument("--height-mm", type=float)
+    c.add_argument("--weight-kg", type=float)
+    c.add_argument("--table-position", type=float, metavar="MM")
+    c.add_argument("--operator", default="")
+    for name, help_ in (("session", "a session"), ("end", "end a session")):
+        csub.add_parser(name, help=help_).add_argument("session_id")
+    c = csub.add_parser("watch", help="live estimates")
+    c.add_argument("session_id")
+    c.add_argument("--count", type=int, default=10, help="estimates to print (default 10)")
+    c = csub.add_parser("plan", help="the plan on the latest frame")
+    c.add_argument("session_id")
+    c = csub.add_parser("overlay", help="the current frame with the plan drawn")
+    c.add_argument("session_id")
+    c.add_argument("--out", required=True, metavar="PNG")
+    c.add_argument("--depth-only", action="store_true")
+    c = csub.add_parser("confirm", help="confirm the plan (operator)")
+    c.add_argument("session_id")
+    c.add_argument("--operator", default="")
+    c.add_argument("--note", default="")
+    c = csub.add_parser("events", help="a session's events")
+    c.add_argument("session_id")
+    c.add_argument("--from", dest="from_index", type=int, default=0)
+    c.add_argument("--count", type=int, default=None, help="stop after this many")
+    c = csub.add_parser("table", help="report the console's table position")
+    c.add_argument("session_id")
+    c.add_argument("table_position_mm", type=float)
+    c = csub.add_parser("console", help="wait for confirmed plans")
+    c.add_argument("--count", type=int, default=1)
+    client.set_defaults(func=_cmd_client)
+
+    sessions = sub.add_parser("sessions", help="the audit: sessions and confirmed plans")
+    sessions.add_argument("--audit", metavar="SQLITE", help="audit database (default ~/.local/share/...)")
+    ssub = sessions.add_subparsers(dest="what", required=True)
+    ssub.add_parser("list", help="every session, newest first")
+    ssub.add_parser("show", help="one session with its confirmations").add_argument("session_id")
+    ssub.add_parser("export", help="everything, as JSON or CSV").add_argument(
+        "--format", choices=("json", "csv"), default="json"
+    )
+    sessions.set_defaults(func=_cmd_sessions)
 
     info = sub.add_parser("info", help="read a RealSense recording (.db3 or .bag) and describe it")
     info.add_argument("recording")
@@ -546,6 +816,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     brob.add_argument("rest", nargs=argparse.REMAINDER)
     brob.set_defaults(func=_cmd_bench_robustness)
+    bserve = bench.add_parser(
+        "serve",
+        help="the service: frame-to-client latency and estimates per second, 1 and 8 clients",
+        add_help=False,
+    )
+    bserve.add_argument("rest", nargs=argparse.REMAINDER)
+    bserve.set_defaults(func=_cmd_bench_serve)
     return p
 
 
@@ -569,24 +846,6 @@ def _landmarks_option(parser: argparse.ArgumentParser) -> None:
         help="landmark sources: MediaPipe on the colour image, our depth-only scene network, or both fused "
         "by confidence (default; depth alone when the recording has no colour)",
     )
-
-
-def display_image(frame):  # -> np.ndarray
-    """What overlays are drawn on: the colour image, or a rendering of the depth when there is no colour
-    (a depth-only recording)."""
-    if frame.color_rgb is not None:
-        return frame.color_rgb
-    import cv2
-
-    d = frame.depth_mm.astype(np.float32)
-    valid = d > 0
-    if not np.any(valid):
-        return np.zeros((*d.shape, 3), np.uint8)
-    lo, hi = np.percentile(d[valid], [2, 98])
-    g = np.clip((hi - d) / max(hi - lo, 1.0) * 255.0, 0, 255).astype(np.uint8)
-    img = cv2.applyColorMap(g, cv2.COLORMAP_BONE)[..., ::-1].copy()
-    img[~valid] = 0
-    return img
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Set up the project on a fresh Debian machine with Python 3.11: system library, virtual environment,
-# Python dependencies, and the BlazePose model bundle (built from PyPI's mediapipe==0.10.21 wheel).
+# Python dependencies, the gRPC stubs and the BlazePose model bundle (built from PyPI's mediapipe==0.10.21 wheel).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# pyrealsense2 and open3d need libusb-1.0 at import time.
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
-  echo "setup: installing libusb-1.0-0" >&2
+# pyrealsense2 and open3d need libusb-1.0 at import time; the service's TLS tests make certificates with
+# openssl.
+APT=()
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || APT+=(libusb-1.0-0)
+command -v openssl >/dev/null || APT+=(openssl)
+if [ ${#APT[@]} -gt 0 ]; then
+  echo "setup: installing ${APT[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT[@]}" >/dev/null
 fi
 
 PY="${PYTHON:-python3.11}"
@@ -26,6 +30,9 @@ fi
 # of it is configured for pip).
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# The gRPC stubs from protos/ (generated, never committed; regenerated on import when the proto changes).
+.venv/bin/python -m positioning.service.protos >/dev/null
 
 # The BlazePose bundle for MediaPipe's PoseLandmarker (not committed; built once, cached).
 .venv/bin/python -m positioning.perception.landmarks.model_build --out models/pose_landmarker_full.task

@@ -182,7 +182,9 @@ def test_bench_sim_json():
 
 
 def test_demo_records_and_describes(tmp_path):
-    rc, out, err = run_cli("demo", "--out", tmp_path, "--frames", "2", "--scenario", "hfs-hands-chest")
+    rc, out, err = run_cli(
+        "demo", "--offline", "--out", tmp_path, "--frames", "2", "--scenario", "hfs-hands-chest"
+    )
     assert rc == 0, err
     assert (tmp_path / "hfs-hands-chest.db3").is_file() and (tmp_path / "hfs-hands-chest.png").is_file()
     assert "read back through pyrealsense2 playback" in out and "truth       patient: HFS, arms chest" in out

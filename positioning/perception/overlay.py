@@ -9,9 +9,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from positioning.frames import RGBDFrame
 from positioning.perception.state import PatientState
 
-__all__ = ["SKELETON", "draw_perception", "draw_scene"]
+__all__ = ["SKELETON", "display_image", "draw_perception", "draw_scene", "png_bytes"]
 
 #: COCO skeleton edges drawn between landmarks.
 SKELETON: tuple[tuple[str, str], ...] = (
@@ -108,3 +109,27 @@ def draw_scene(state: PatientState, *, scale: int = 6) -> np.ndarray | None:
             img, text, (6, 18 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
         )
     return img
+
+
+def display_image(frame: RGBDFrame, *, depth_only: bool = False) -> np.ndarray:
+    """What overlays are drawn on: the colour image, or a rendering of the depth when there is no colour
+    (a depth-only recording, or ``depth_only`` where colour images of patients are not shown)."""
+    if frame.color_rgb is not None and not depth_only:
+        return frame.color_rgb
+    d = frame.depth_mm.astype(np.float32)
+    valid = d > 0
+    if not np.any(valid):
+        return np.zeros((*d.shape, 3), np.uint8)
+    lo, hi = np.percentile(d[valid], [2, 98])
+    g = np.clip((hi - d) / max(hi - lo, 1.0) * 255.0, 0, 255).astype(np.uint8)
+    img = cv2.applyColorMap(g, cv2.COLORMAP_BONE)[..., ::-1].copy()
+    img[~valid] = 0
+    return img
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB image encoded as PNG."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise ValueError(f"could not encode a {rgb.shape} image as PNG")
+    return buf.tobytes()

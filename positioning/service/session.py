@@ -228,6 +228,8 @@ class Session:
         self._last_preview_s: float | None = None
         self._events: list[SessionEvent] = []
         self._cond = threading.Condition()
+        # one frame, plan or confirmation at a time: the camera's thread and the clients' threads share it
+        self._lock = threading.RLock()
         self._active: set[str] = set()  # conditions now on (events fire when they start)
         self._confirmed_errors: set[str] = set()  # error checks the confirmed plan already had
         self._camera_lost = False
@@ -237,6 +239,10 @@ class Session:
     def process(self, frame: RGBDFrame) -> Estimate:
         """Perceive one frame; plan a preview when one is due (or after confirmation, to watch for
         motion); log the events that start on it."""
+        with self._lock:
+            return self._process(frame)
+
+    def _process(self, frame: RGBDFrame) -> Estimate:
         if self._closed:
             raise PositioningError(f"session {self.id} has ended")
         t0 = time.perf_counter()
@@ -301,17 +307,19 @@ class Session:
         """
         if self.protocol is None:
             raise NothingToConfirmError("this session has no protocol: start it with one to plan")
-        latest = self.latest
-        if latest is None:
-            raise NothingToConfirmError("no frame has been perceived yet in this session")
-        return self._make_plan(latest.state, scan_range_mm)
+        with self._lock:
+            latest = self.latest
+            if latest is None:
+                raise NothingToConfirmError("no frame has been perceived yet in this session")
+            return self._make_plan(latest.state, scan_range_mm)
 
     def report_table_position(self, table_position_mm: float) -> None:
         """The console's longitudinal table reading (mm, increasing into the gantry)."""
         v = float(table_position_mm)
         if not (v == v and abs(v) != float("inf")):
             raise ValueError(f"table_position_mm must be a finite number, got {table_position_mm!r}")
-        self.table_position_mm = v
+        with self._lock:
+            self.table_position_mm = v
 
     def confirm(
         self,
@@ -334,6 +342,16 @@ class Session:
         """
         if not operator.strip():
             raise ValueError("operator must name who confirms")
+        with self._lock:
+            return self._confirm(operator, scan_range_mm, note, now)
+
+    def _confirm(
+        self,
+        operator: str,
+        scan_range_mm: tuple[float, float] | None,
+        note: str,
+        now: datetime.datetime | None,
+    ) -> ConfirmedPlan:
         was = self.confirmed
         self.confirmed = None  # plan afresh, not against an earlier confirmation
         try:
