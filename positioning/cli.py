@@ -232,15 +232,13 @@ def run_session(
     error.
     """
     from positioning.camera.source import open_source
-    from positioning.perception.pipeline import PerceiverSettings
-    from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
+    from positioning.perception.pipeline import site_settings
     from positioning.planning.protocol import load_protocol
     from positioning.service.session import Session
 
     if request.protocol is not None:
         load_protocol(request.protocol, search_dirs=request.protocol_dirs)
-    table_model = DEFAULT_TABLE_MODEL if room is None else load_table_model(room)
-    settings = PerceiverSettings(landmarks=landmarks, table_model=table_model)
+    settings = site_settings(landmarks, room)
     with open_source(source, calibration=calibration, real_time=False, loop=False) as opened:
         with Session(
             request,

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import pyrealsense2 as rs
 
-from positioning.camera.source import ContinuousClock
+from positioning.camera.source import ContinuousClock, FrameReader
 from positioning.errors import (
     CorruptRecordingError,
     MissingStreamError,
@@ -91,7 +89,7 @@ def _device_info(device: rs.device, info: rs.camera_info) -> str:
     return device.get_info(info) if device.supports(info) else ""
 
 
-class RealSenseSource:
+class RealSenseSource(FrameReader):
     """Frames from a RealSense camera or recording; a context manager and an iterator of RGBDFrames.
 
     Build one with :meth:`from_file` or :meth:`live`. Colour is delivered pixel-aligned to depth: passed
@@ -365,21 +363,6 @@ class RealSenseSource:
             serial=self.serial,
         )
 
-    def frames(self, max_frames: int | None = None) -> Iterator[RGBDFrame]:
-        """Yield frames until the recording ends or ``max_frames`` have been yielded.
-
-        Args:
-            max_frames: stop after this many frames; None reads to the end (forever for a live camera).
-        """
-        count = 0
-        while max_frames is None or count < max_frames:
-            try:
-                frame = self.read()
-            except StopIteration:
-                return
-            yield frame
-            count += 1
-
     def close(self) -> None:
         """Stop the pipeline and release the device or file. Safe to call twice."""
         if self._running:
@@ -389,17 +372,3 @@ class RealSenseSource:
                 self._pipeline.stop()
             except RuntimeError:
                 pass
-
-    def __iter__(self) -> Iterator[RGBDFrame]:
-        return self
-
-    def __next__(self) -> RGBDFrame:
-        return self.read()
-
-    def __enter__(self) -> RealSenseSource:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from positioning.errors import CalibrationError, PositioningError
 from positioning.frames import Calibration, Intrinsics, RGBDFrame
@@ -30,6 +30,7 @@ from positioning.frames import Calibration, Intrinsics, RGBDFrame
 __all__ = [
     "DEFAULT_SOURCE",
     "FrameSource",
+    "FrameReader",
     "SourceSpec",
     "OpenedSource",
     "ContinuousClock",
@@ -72,6 +73,45 @@ class FrameSource(Protocol):
     def __enter__(self) -> FrameSource: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+class FrameReader:
+    """What every frame source shares once it has :meth:`read` and :meth:`close`: iteration, ``frames``,
+    and the context manager."""
+
+    def read(self) -> RGBDFrame:  # pragma: no cover - subclasses read
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - subclasses close
+        raise NotImplementedError
+
+    def frames(self, max_frames: int | None = None) -> Iterator[RGBDFrame]:
+        """Yield frames until the source ends or ``max_frames`` have been yielded.
+
+        Args:
+            max_frames: stop after this many frames; None reads to the end (forever for a live camera or a
+                looped source).
+        """
+        count = 0
+        while max_frames is None or count < max_frames:
+            try:
+                frame = self.read()
+            except StopIteration:
+                return
+            yield frame
+            count += 1
+
+    def __iter__(self) -> Iterator[RGBDFrame]:
+        return self
+
+    def __next__(self) -> RGBDFrame:
+        return self.read()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ContinuousClock:

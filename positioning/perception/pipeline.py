@@ -90,6 +90,7 @@ __all__ = [
     "lying_of",
     "Perceiver",
     "LANDMARK_MODES",
+    "site_settings",
     "DEFAULT_CORRECTION_PATH",
 ]
 
@@ -223,6 +224,15 @@ class PerceiverSettings:
             raise ValueError(
                 f"table_stride ({self.table_stride}) must be a multiple of stride ({self.stride})"
             )
+
+
+def site_settings(landmarks: str = "fused", room: str | Path | None = None) -> PerceiverSettings:
+    """Perceiver settings for a site: the landmark sources and the room file's table model (None: the
+    generic CT table of ``calibration/default-room.yaml``)."""
+    from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
+
+    table_model = DEFAULT_TABLE_MODEL if room is None else load_table_model(room)
+    return PerceiverSettings(landmarks=landmarks, table_model=table_model)
 
 
 class Perceiver:

@@ -57,10 +57,9 @@ def build_server(s: AppSettings) -> Server:
         RecordingNotFoundError, CorruptRecordingError, MissingStreamError, CalibrationError, ScenarioError:
             the source cannot be read; TlsError, TokenError: unusable security files; AuditError.
     """
-    from positioning.perception.pipeline import PerceiverSettings
-    from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
+    from positioning.perception.pipeline import site_settings
 
-    table_model = DEFAULT_TABLE_MODEL if s.room is None else load_table_model(s.room)
+    perceiver_settings = site_settings(s.landmarks, s.room)  # a bad room file fails before the camera opens
     audit = None if s.no_audit else AuditStore(s.audit or default_audit_path())
     opened = open_source(
         s.source,
@@ -74,7 +73,7 @@ def build_server(s: AppSettings) -> Server:
         source_name = str(opened.spec)
         hub = CameraHub(
             opened,
-            perceiver_settings=PerceiverSettings(landmarks=s.landmarks, table_model=table_model),
+            perceiver_settings=perceiver_settings,
             preview_interval_s=s.preview_interval_s,
             on_session_started=None
             if audit is None

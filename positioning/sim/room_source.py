@@ -32,10 +32,11 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from positioning import resources
+from positioning.camera.source import FrameReader
 from positioning.errors import MissingStreamError, ScenarioError
 from positioning.frames import Intrinsics, RGBDFrame
 
@@ -184,7 +185,7 @@ def cached_clip(
     return target
 
 
-class SimulatedRoomSource:
+class SimulatedRoomSource(FrameReader):
     """The simulated room as a :class:`~positioning.camera.source.FrameSource`.
 
     Args:
@@ -330,32 +331,9 @@ class SimulatedRoomSource:
         self._delivered += 1
         return dataclasses.replace(frame, timestamp_ms=self._clock(frame.timestamp_ms))
 
-    def frames(self, max_frames: int | None = None) -> Iterator[RGBDFrame]:
-        """Frames until the room ends (never, when looping) or ``max_frames`` have been yielded."""
-        count = 0
-        while max_frames is None or count < max_frames:
-            try:
-                frame = self.read()
-            except StopIteration:
-                return
-            yield frame
-            count += 1
-
     def close(self) -> None:
         """Stop playback; safe to call twice."""
         self._closed = True
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-
-    def __iter__(self) -> Iterator[RGBDFrame]:
-        return self
-
-    def __next__(self) -> RGBDFrame:
-        return self.read()
-
-    def __enter__(self) -> SimulatedRoomSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
