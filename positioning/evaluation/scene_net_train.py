@@ -414,6 +414,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--jobs", type=int, default=2, help="processes building the samples")
     parser.add_argument("--out", type=Path, default=None, help="model file (default models/scene_net.pt)")
+    parser.add_argument(
+        "--withhold",
+        nargs="*",
+        default=[],
+        choices=("cover", "table_height"),
+        help="outputs the model file withholds (held-out figures without information); SceneNet honours it",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -469,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "widths": list(WIDTHS),
         "weights": net.state_dict(),
         "card": {k: v for k, v in meta.items() if k != "history"},
+        "withheld": list(args.withhold),
     }
     buf = io.BytesIO()
     torch.save(state, buf)

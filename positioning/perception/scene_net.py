@@ -231,7 +231,11 @@ class SceneOutput:
         return k, self.arms_prob[k]
 
     @property
-    def cover(self) -> tuple[str, float]:
+    def cover(self) -> tuple[str | None, float]:
+        """The likeliest blanket class and its probability (``(None, 0.0)`` when the network's file
+        withholds its cover output)."""
+        if not self.cover_prob:
+            return None, 0.0
         k = max(self.cover_prob, key=self.cover_prob.__getitem__)
         return k, self.cover_prob[k]
 
@@ -267,6 +271,13 @@ class SceneNet:
         self.net.eval()
         self.source = source
         self.card: dict[str, Any] = dict(state.get("card", {}))
+        #: Outputs the model file withholds (its held-out figures show they carry no information):
+        #: ``"cover"`` (no blanket class is reported) and ``"table_height"`` (the table's height is
+        #: geometry's alone).
+        self.withheld: frozenset[str] = frozenset(state.get("withheld", ()))
+        unknown = self.withheld - {"cover", "table_height"}
+        if unknown:
+            raise LandmarkModelError(f"scene network {source}: unknown withheld outputs {sorted(unknown)}")
         self._torch = torch
 
     def predict(self, pv: PlanView) -> SceneOutput:
@@ -283,7 +294,12 @@ class SceneNet:
         with torch.inference_mode():
             out = self.net(x)
         decoded = decode(out["cells"][0], out["globals"][0], pv, self.keypoints, self.plan_view.z_scale_mm)
-        return dataclasses.replace(decoded, keypoint_sigma_mm=self.keypoint_sigma_mm)
+        withheld: dict[str, Any] = {}
+        if "cover" in self.withheld:
+            withheld["cover_prob"] = {}
+        if "table_height" in self.withheld:
+            withheld["table_z_mm"] = float("nan")
+        return dataclasses.replace(decoded, keypoint_sigma_mm=self.keypoint_sigma_mm, **withheld)
 
     @property
     def keypoint_sigma_mm(self) -> dict[str, float]:

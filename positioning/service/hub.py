@@ -211,9 +211,10 @@ class CameraHub:
             _log.exception("perception failed on frame %s", frame.frame_number)
             return
         with self._cond:
-            self._latest = estimate
-            self._version += 1
-            self._cond.notify_all()
+            if self._active is session:  # not a late frame of a session that has just ended
+                self._latest = estimate
+                self._version += 1
+                self._cond.notify_all()
 
     def stop(self) -> None:
         """End every session, stop reading and release the camera; safe to call twice."""

@@ -10,7 +10,8 @@ technologist's confirmation (:meth:`Session.confirm`, which locks the reference 
 Events (``kind``; each names what happened in the technologist's words):
 
 =====================  ===================================================================================
-``PATIENT_MOVED``      after confirmation, the body moved on the table beyond the plan's threshold
+``PATIENT_MOVED``      after confirmation, the body moved on the table beyond the plan's threshold (in
+                       three consecutive plans: one frame's jitter is not a move)
 ``PATIENT_MOVING``     the patient is moving now (perception's motion flag turned on)
 ``SECOND_PERSON``      a second person came into view
 ``PLAN_INVALID``       after confirmation, the plan of the current frame has an error it did not have
@@ -40,6 +41,8 @@ from positioning.frames import Calibration, RGBDFrame
 
 __all__ = [
     "EVENT_KINDS",
+    "MIN_CONFIRM_FRAMES",
+    "MOVED_FRAMES",
     "SessionRequest",
     "Estimate",
     "SessionEvent",
@@ -58,6 +61,12 @@ EVENT_KINDS: tuple[str, ...] = (
 )
 
 
+#: Frames a session must have perceived before its plan can be confirmed: the tracker's smoothed
+#: landmarks settle over the first frames, and a reference taken before that reads as a move later
+#: (seen: 10.2 mm along the table on a still patient confirmed on its first plan).
+MIN_CONFIRM_FRAMES = 5
+#: Consecutive plans that must show PATIENT_MOVED before it is an event.
+MOVED_FRAMES = 3
 #: Checks that are events of their own, so not repeated as ``PLAN_INVALID``.
 _OWN_EVENTS = frozenset({"PATIENT_MOVED", "PATIENT_MOVING", "SECOND_PERSON"})
 
@@ -232,6 +241,7 @@ class Session:
         self._lock = threading.RLock()
         self._active: set[str] = set()  # conditions now on (events fire when they start)
         self._confirmed_errors: set[str] = set()  # error checks the confirmed plan already had
+        self._moved_run = 0  # consecutive plans since confirmation with PATIENT_MOVED
         self._camera_lost = False
         self._closed = False
 
@@ -362,6 +372,12 @@ class Session:
         if not plan.has_patient:
             self.confirmed = was
             raise NothingToConfirmError(f"no patient to confirm: {plan.status.value}")
+        if self.frames_processed < MIN_CONFIRM_FRAMES:
+            self.confirmed = was
+            raise NothingToConfirmError(
+                f"perception is still settling ({self.frames_processed} of {MIN_CONFIRM_FRAMES} frames): "
+                "confirm in a moment"
+            )
         errors = [c for c in plan.checks if str(c.severity) == "error"]
         if errors:
             self.confirmed = was
@@ -379,6 +395,7 @@ class Session:
         self._confirmed_errors = {str(c.code) for c in plan.checks if str(c.severity) == "error"}
         self._active.discard("PATIENT_MOVED")
         self._active.discard("PLAN_INVALID")
+        self._moved_run = 0
         return decision
 
     # -- events ------------------------------------------------------------------------------------
@@ -412,7 +429,10 @@ class Session:
         if self.confirmed is None or preview is None:
             return
         moved = next((c for c in preview.checks if str(c.code) == "PATIENT_MOVED"), None)
-        if self._rising("PATIENT_MOVED", moved is not None):
+        # a move is an event once it holds over MOVED_FRAMES consecutive plans: one frame's landmark
+        # jitter (seen: 11.7 mm along the table on a still patient, depth-only landmarks) is not a move
+        self._moved_run = self._moved_run + 1 if moved is not None else 0
+        if self._rising("PATIENT_MOVED", self._moved_run >= MOVED_FRAMES):
             assert moved is not None
             self._append("PATIENT_MOVED", moved.message, t, n, **dict(moved.details))
         new_errors = sorted(

@@ -20,6 +20,7 @@ import grpc
 from positioning.service.app import AppSettings, build_server
 from positioning.service.client import Client
 from positioning.service.server import ServerSettings
+from positioning.service.session import MIN_CONFIRM_FRAMES
 
 __all__ = ["format_plan", "run_story"]
 
@@ -112,13 +113,15 @@ def run_story(
             listener = threading.Thread(target=listen, daemon=True)
             listener.start()
             stream = tablet.watch(sid)
+            seen = 0
             for est in stream:
                 s = est.state
                 say(
                     f"tablet: frame {est.frame_number} {s.status} {s.patient_position or '-'} arms "
                     f"{s.arms or '-'} ({est.latency_ms:.0f} ms after the frame)"
                 )
-                if est.HasField("preview") and est.preview.ok:
+                seen += 1
+                if est.HasField("preview") and est.preview.ok and seen >= MIN_CONFIRM_FRAMES:
                     break
                 if time.monotonic() - t0 > timeout_s:
                     say("tablet: no plan ready in time")

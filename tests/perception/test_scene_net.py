@@ -126,3 +126,23 @@ def test_both_model_schemas_load_and_only_the_second_reads_the_table_height():
     assert any(
         p.grad is not None and p.grad.any() for n, p in net.named_parameters() if n.startswith("table")
     )
+
+
+def test_withheld_outputs_are_not_reported():
+    """A model file can withhold outputs whose held-out figures carry no information: no blanket class,
+    no table height; an unknown name is refused."""
+    from positioning.perception.scene_net import SCENE_NET_SCHEMA, SceneNet
+
+    pts = np.array([[0.0, -1000.0, -150.0], [100.0, -900.0, -40.0]])
+    settings = {"cell_mm": SMALL.cell_mm, "rows": SMALL.rows, "cols": SMALL.cols}
+    state = {
+        "schema": SCENE_NET_SCHEMA, "keypoints": list(KEYPOINTS), "plan_view": settings,
+        "widths": [16, 32, 48, 64], "weights": build_scene_net(len(KEYPOINTS)).state_dict(),
+    }  # fmt: skip
+    full = SceneNet(state).predict(plan_view(pts, SMALL))
+    assert full.cover[0] in ("none", "legs", "chest") and np.isfinite(full.table_z_mm)
+    out = SceneNet(state | {"withheld": ["cover", "table_height"]}).predict(plan_view(pts, SMALL))
+    assert out.cover == (None, 0.0) and np.isnan(out.table_z_mm)
+    assert out.position == full.position  # the other outputs are untouched
+    with pytest.raises(LandmarkModelError, match="withheld"):
+        SceneNet(state | {"withheld": ["arms"]})

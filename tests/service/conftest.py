@@ -26,7 +26,9 @@ def room_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("rooms")
 
 
-def _make(room_cache: Path, events: tuple[RoomEvent, ...] = (), *, audit=None, **settings) -> Server:
+def _make(
+    room_cache: Path, events: tuple[RoomEvent, ...] = (), *, audit=None, landmarks: str = "depth", **settings
+) -> Server:
     room = SimulatedRoomSource(SCENARIO, frames=FRAMES, events=events, cache=room_cache, timeout_s=0.1)
     opened = OpenedSource(
         source=room,
@@ -36,7 +38,7 @@ def _make(room_cache: Path, events: tuple[RoomEvent, ...] = (), *, audit=None, *
     )
     hub = CameraHub(
         opened,
-        perceiver_settings=PerceiverSettings(landmarks="depth"),
+        perceiver_settings=PerceiverSettings(landmarks=landmarks),
         preview_interval_s=0.0,
         on_session_started=None
         if audit is None
@@ -49,12 +51,15 @@ def _make(room_cache: Path, events: tuple[RoomEvent, ...] = (), *, audit=None, *
 
 @pytest.fixture
 def make_server(room_cache) -> Iterator[Callable[..., Server]]:
-    """``make_server(events=(), audit=None, **server_settings)``: a started server, stopped after the test
+    """``make_server(events=(), audit=None, landmarks="depth", **server_settings)``: a started server
+    (depth-only landmarks by default: faster), stopped after the test
     (a server with an active session perceives every frame: left running, it would slow the others)."""
     servers: list[Server] = []
 
-    def make(events: tuple[RoomEvent, ...] = (), *, audit=None, **settings) -> Server:
-        server = _make(room_cache, events, audit=audit, **settings)
+    def make(
+        events: tuple[RoomEvent, ...] = (), *, audit=None, landmarks: str = "depth", **settings
+    ) -> Server:
+        server = _make(room_cache, events, audit=audit, landmarks=landmarks, **settings)
         servers.append(server)
         return server
 
@@ -80,9 +85,11 @@ def wait_for_plan() -> Callable[..., object]:
 def _wait_for_plan(client: Client, session_id: str, timeout_s: float = 60.0):
     """The first estimate that carries a plan preview that can be confirmed."""
     stream = client.watch(session_id, timeout_s=timeout_s)
+    seen = 0
     try:
         for est in stream:
-            if est.HasField("preview") and est.preview.ok:
+            seen += 1  # each estimate is of another frame: after 5, the session may confirm
+            if est.HasField("preview") and est.preview.ok and seen >= 5:
                 return est
     finally:
         stream.cancel()

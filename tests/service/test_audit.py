@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -126,3 +127,41 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path, room_cache):
     with AuditStore(audit) as a:
         (row,) = a.sessions()
         assert row["ended_at"]  # the shutdown ended the session and closed the audit
+
+
+def test_a_server_killed_mid_session_keeps_every_confirmed_plan(tmp_path, room_cache, wait_for_plan):
+    env = os.environ | {"POSITIONING_CACHE": str(room_cache.parent / "serve-cache")}
+    audit = tmp_path / "audit.sqlite3"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "positioning.cli", "serve", "--port", "0", "--frames", "3", "--landmarks",
+         "depth", "--audit", str(audit)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    confirmed: list[str] = []
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving"), line + proc.stderr.read()
+        with Client(line.split()[3]) as c:
+            for _ in range(3):
+                s = c.start_session("chest", operator="rt.jones")
+                wait_for_plan(c, s.session_id)
+                c.confirm(s.session_id)
+                confirmed.append(s.session_id)  # the server answered: the row is committed
+                c.end_session(s.session_id)
+            s = c.start_session("chest", operator="rt.jones")
+            wait_for_plan(c, s.session_id)
+            threading.Timer(0.05, lambda: os.kill(proc.pid, signal.SIGKILL)).start()
+            try:  # killed before, during or after this confirmation's write
+                c.confirm(s.session_id)
+            except Exception:
+                pass
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    with AuditStore(audit) as a:
+        assert a.integrity_ok()
+        rows = {r["id"]: r for r in a.sessions()}
+        assert all(rows[sid]["confirmations"] == 1 for sid in confirmed)
+        assert s.session_id in rows  # started before the kill, never ended

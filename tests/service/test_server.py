@@ -198,10 +198,15 @@ def test_limits_give_resource_exhausted(make_server, wait_for_plan):
         readers = [threading.Thread(target=drain, args=(st,)) for st in streams]
         for r in readers:
             r.start()
-        time.sleep(1.0)
-        with pytest.raises(grpc.RpcError) as e:
-            c.protocols()
-        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        refused = None
+        deadline = time.monotonic() + 15  # both streams are up on the server within a moment
+        while refused is None and time.monotonic() < deadline:
+            try:
+                c.protocols()
+                time.sleep(0.2)
+            except grpc.RpcError as e:
+                refused = e.code()
+        assert refused == grpc.StatusCode.RESOURCE_EXHAUSTED
         for st in streams:
             st.cancel()
         for r in readers:
@@ -243,7 +248,9 @@ def test_camera_lost_and_back(make_server):
 
 
 def test_the_console_receives_the_confirmed_plan_and_motion_is_an_event(make_server, wait_for_plan):
-    server = make_server(events=(RoomEvent(12.0, "moved"),))
+    # the product's default landmarks: with depth alone, a still patient confirmed on a 3-frame clip has
+    # read as moved by 10-11 mm along the table (the scene network's keypoint jitter; see the note)
+    server = make_server(events=(RoomEvent(12.0, "moved"),), landmarks="fused")
     with Client(server.address) as tablet, Client(server.address) as console:
         s = tablet.start_session("chest", operator="rt.jones")
         plans = console.confirmed_plans(timeout_s=60)

@@ -87,7 +87,11 @@ def test_nothing_to_plan_or_confirm_before_the_first_frame(clips, perceiver):
 
 def test_confirm_then_the_patient_moves_gives_one_event(clips, perceiver):
     with _session(clips, perceiver, expected_position="HFS", table_position_mm=1000.0) as s:
-        for frame in clips["still"]:
+        for frame in clips["still"][:2]:
+            estimate = s.process(frame)
+        with pytest.raises(NothingToConfirmError, match="settling"):
+            s.confirm("rt.jones")  # the tracker has not settled yet
+        for frame in clips["still"] * 2:
             estimate = s.process(frame)
         assert estimate.state.has_patient and estimate.preview is not None
         assert estimate.processing_ms > 0
