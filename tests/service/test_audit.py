@@ -100,14 +100,19 @@ def test_the_server_records_sessions_and_confirmations(make_server, tmp_path, wa
     assert csv_text.splitlines()[0].startswith("session_id,") and s.session_id in csv_text
 
 
-def test_serve_stops_cleanly_on_sigterm(tmp_path, room_cache):
+def _serve(audit, room_cache) -> subprocess.Popen:
+    """``positioning serve`` as a real process on a free port (it prints its address first)."""
     env = os.environ | {"POSITIONING_CACHE": str(room_cache.parent / "serve-cache")}
-    audit = tmp_path / "audit.sqlite3"
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "positioning.cli", "serve", "--port", "0", "--frames", "3", "--landmarks",
          "depth", "--audit", str(audit)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path, room_cache):
+    audit = tmp_path / "audit.sqlite3"
+    proc = _serve(audit, room_cache)
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving positioning.v1 on 127.0.0.1:"), line + proc.stderr.read()
@@ -130,13 +135,8 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path, room_cache):
 
 
 def test_a_server_killed_mid_session_keeps_every_confirmed_plan(tmp_path, room_cache, wait_for_plan):
-    env = os.environ | {"POSITIONING_CACHE": str(room_cache.parent / "serve-cache")}
     audit = tmp_path / "audit.sqlite3"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "positioning.cli", "serve", "--port", "0", "--frames", "3", "--landmarks",
-         "depth", "--audit", str(audit)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    proc = _serve(audit, room_cache)
     confirmed: list[str] = []
     try:
         line = proc.stdout.readline()
