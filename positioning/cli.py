@@ -336,7 +336,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         expected_position=args.position,
         table_position_mm=args.table_position,
-        protocol_dirs=tuple(Path(d) for d in args.protocol_dir or ()),
+        protocol_dirs=_protocol_dirs(args),
     )
     run = run_session(
         args.recording,
@@ -413,33 +413,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _report_plan(run, json_out=False, overlay=str(out_dir / f"{args.scenario}.plan.png"))
 
 
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _protocol_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    return tuple(Path(d) for d in args.protocol_dir or ())
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from positioning.service.app import AppSettings, build_server
     from positioning.service.server import ServerSettings
 
-    def path(v: str | None) -> Path | None:
-        return None if v is None else Path(v)
-
     server = build_server(
         AppSettings(
             source=args.source,
-            calibration=path(args.calibration),
+            calibration=_path(args.calibration),
             events=tuple(args.event),
             frames=args.frames,
             real_time=True if args.real_time else None,
             loop=True if args.loop else None,
             landmarks=args.landmarks,
-            room=path(args.room),
-            audit=path(args.audit),
-            protocol_dirs=tuple(Path(d) for d in args.protocol_dir or ()),
+            room=_path(args.room),
+            audit=_path(args.audit),
+            protocol_dirs=_protocol_dirs(args),
             server=ServerSettings(
                 host=args.host,
                 port=args.port,
                 max_streams=args.max_streams,
-                tls_cert=path(args.tls_cert),
-                tls_key=path(args.tls_key),
-                tls_client_ca=path(args.tls_client_ca),
-                tokens=path(args.tokens),
+                tls_cert=_path(args.tls_cert),
+                tls_key=_path(args.tls_key),
+                tls_client_ca=_path(args.tls_client_ca),
+                tokens=_path(args.tokens),
             ),
         )
     )
@@ -472,15 +477,12 @@ def _cmd_client(args: argparse.Namespace) -> int:
     from positioning.service.client import Client, ClientSettings, describe_error
     from positioning.service.story import format_plan
 
-    def path(v: str | None) -> Path | None:
-        return None if v is None else Path(v)
-
     settings = ClientSettings(
         address=args.address,
         token=args.token or os.environ.get("POSITIONING_TOKEN") or None,
-        tls_ca=path(args.tls_ca),
-        tls_cert=path(args.tls_cert),
-        tls_key=path(args.tls_key),
+        tls_ca=_path(args.tls_ca),
+        tls_cert=_path(args.tls_cert),
+        tls_key=_path(args.tls_key),
         server_name=args.server_name,
     )
     show = lambda m: _print_message(m, args.json)  # noqa: E731
@@ -653,9 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates (mutual TLS)")
     serve.add_argument("--audit", metavar="SQLITE", help="audit database (default ~/.local/share/...)")
     serve.add_argument("--max-streams", type=int, default=64)
-    serve.add_argument(
-        "--protocol-dir", action="append", metavar="DIR", help="site protocol folder (repeatable)"
-    )
+    _protocol_dir_option(serve)
     _landmarks_option(serve)
     _room_option(serve)
     serve.set_defaults(func=_cmd_serve)
@@ -761,9 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the patient position entered at the console (default: the protocol's)",
     )
     plan.add_argument("--bore-mm", type=float, default=700.0, help="gantry bore diameter (default 700)")
-    plan.add_argument(
-        "--protocol-dir", action="append", metavar="DIR", help="site protocol folder (repeatable)"
-    )
+    _protocol_dir_option(plan)
     _landmarks_option(plan)
     _room_option(plan)
     plan.set_defaults(func=_cmd_plan)
@@ -831,6 +829,12 @@ def _room_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the site's room file (its table model; default: a generic CT table, as in "
         "calibration/default-room.yaml)",
+    )
+
+
+def _protocol_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--protocol-dir", action="append", metavar="DIR", help="site protocol folder (repeatable)"
     )
 
 

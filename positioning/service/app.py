@@ -83,11 +83,10 @@ def build_server(s: AppSettings) -> Server:
             on_confirmed=None if audit is None else audit.confirmed,
             on_session_ended=None if audit is None else lambda session: audit.session_ended(session.id),
         )
-        server = Server(hub, s.server, protocol_dirs=s.protocol_dirs)
+        server = Server(hub, s.server, protocol_dirs=s.protocol_dirs, audit=audit)
     except BaseException:
         opened.close()
         if audit is not None:
             audit.close()
         raise
-    server.audit = audit  # closed by the caller after stop()
     return server

@@ -144,7 +144,8 @@ def plan_message(plan: Any) -> Any:
     return msg
 
 
-def estimate_message(session_id: str, estimate: Any, *, preview: bool, camera_ok: bool) -> Any:
+def estimate_message(session_id: str, estimate: Any, *, preview: Any | None, camera_ok: bool) -> Any:
+    """``preview``: the plan to send with the estimate (None: none)."""
     msg = pb2.Estimate(
         session_id=session_id,
         frame_number=int(estimate.frame.frame_number),
@@ -154,8 +155,8 @@ def estimate_message(session_id: str, estimate: Any, *, preview: bool, camera_ok
         camera_ok=camera_ok,
         frame_received_monotonic_ns=int(estimate.frame.received_ns),
     )
-    if preview and estimate.preview is not None:
-        msg.preview.CopyFrom(plan_message(estimate.preview))
+    if preview is not None:
+        msg.preview.CopyFrom(plan_message(preview))
     return msg
 
 

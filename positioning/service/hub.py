@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 from positioning.camera.source import OpenedSource
 from positioning.errors import PositioningError
+from positioning.service.audit import file_sha256
 from positioning.service.session import ConfirmedPlan, Estimate, Session, SessionRequest
 
 __all__ = [
@@ -104,7 +104,6 @@ class CameraHub:
         perceiver_settings: settings of the one perceiver the sessions share (None: defaults).
         plan_settings: planning settings for every session.
         preview_interval_s: shortest time between plan previews.
-        on_camera: called with ``True`` / ``False`` when the camera comes back / is lost (health).
         on_session_started, on_confirmed, on_session_ended: called after each (the audit store).
         retry_s: pause after a failed read before trying again.
     """
@@ -116,7 +115,6 @@ class CameraHub:
         perceiver_settings: Any | None = None,
         plan_settings: Any | None = None,
         preview_interval_s: float = 0.1,
-        on_camera: Callable[[bool], None] | None = None,
         on_session_started: Callable[[Session], None] | None = None,
         on_confirmed: Callable[[Session, ConfirmedPlan], None] | None = None,
         on_session_ended: Callable[[Session], None] | None = None,
@@ -128,7 +126,7 @@ class CameraHub:
         self.perceiver = Perceiver(settings=perceiver_settings)
         self.plan_settings = plan_settings
         self.preview_interval_s = preview_interval_s
-        self._on_camera = on_camera
+        self._camera_listeners: list[Callable[[bool], None]] = []
         self._on_started = on_session_started
         self._on_confirmed = on_confirmed
         self._on_ended = on_session_ended
@@ -146,13 +144,19 @@ class CameraHub:
         self._fill = 0.0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
-        cal = opened.calibration_path
-        self._calibration_sha256 = hashlib.sha256(cal.read_bytes()).hexdigest() if cal.is_file() else ""
+        self._calibration_sha256 = file_sha256(opened.calibration_path)
 
     # -- the camera's thread ---------------------------------------------------------------------------
     def start(self) -> CameraHub:
-        self._thread.start()
+        """Start reading the camera (once; a second call does nothing)."""
+        if not self._thread.is_alive():
+            self._thread.start()
         return self
+
+    def add_camera_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` / ``listener(False)`` whenever the camera comes back / is lost (the
+        server's health service)."""
+        self._camera_listeners.append(listener)
 
     def _set_camera(self, ok: bool, error: str = "") -> None:
         changed = ok != self._camera_ok
@@ -161,16 +165,13 @@ class CameraHub:
             self._last_error = error
         if changed:
             session = self._active
-            if session is not None:
-                if ok:
-                    pass  # the session logs CAMERA_BACK with the next frame it perceives
-                else:
-                    session.camera_lost(error)
+            if session is not None and not ok:  # CAMERA_BACK: the session's next perceived frame
+                session.camera_lost(error)
             with self._cond:
                 self._version += 1
                 self._cond.notify_all()
-            if self._on_camera is not None:
-                self._on_camera(ok)
+            for listener in self._camera_listeners:
+                listener(ok)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -222,7 +223,8 @@ class CameraHub:
         for session in list(self._sessions.values()):
             if not session.closed:
                 self.end_session(session.id)
-        self._thread.join(timeout=10.0) if self._thread.is_alive() else None
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
         self.opened.close()
         self.perceiver.close()
         with self._cond:

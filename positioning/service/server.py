@@ -89,13 +89,21 @@ class Server:
         hub: the camera (started here if it is not yet).
         settings: see :class:`ServerSettings`.
         protocol_dirs: extra protocol folders.
+        audit: an audit store to close at shutdown, after the sessions have ended (the hub writes to it).
 
     Raises:
         TlsError, TokenError: unusable TLS or tokens files.
         PositioningError: the port cannot be bound.
     """
 
-    def __init__(self, hub: CameraHub, settings: ServerSettings | None = None, *, protocol_dirs: tuple = ()):
+    def __init__(
+        self,
+        hub: CameraHub,
+        settings: ServerSettings | None = None,
+        *,
+        protocol_dirs: tuple = (),
+        audit: Any | None = None,
+    ):
         self.settings = s = settings or ServerSettings()
         self.hub = hub
         tokens = TokenStore.load(s.tokens) if s.tokens is not None else None
@@ -130,7 +138,7 @@ class Server:
             raise PositioningError(f"cannot listen on {address} (in use?)")
         self.address = f"{s.host}:{self.port}"
         self.tls = credentials is not None
-        self.audit: Any | None = None  # an AuditStore to close after the sessions have ended
+        self.audit = audit
         self._stopped = threading.Event()
 
     def _health(self, serving: bool) -> None:
@@ -140,19 +148,14 @@ class Server:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
+    def _on_camera(self, ok: bool) -> None:
+        if not self._stopped.is_set():  # shutdown keeps NOT_SERVING
+            self._health(ok)
+
     def start(self) -> Server:
         self._health(self.hub.camera_ok)
-        previous = self.hub._on_camera
-
-        def on_camera(ok: bool) -> None:
-            if not self._stopped.is_set():
-                self._health(ok)
-            if previous is not None:
-                previous(ok)
-
-        self.hub._on_camera = on_camera
-        if not self.hub._thread.is_alive():
-            self.hub.start()
+        self.hub.add_camera_listener(self._on_camera)
+        self.hub.start()
         self._server.start()
         return self
 

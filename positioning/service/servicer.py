@@ -7,6 +7,7 @@ Thin on purpose (grpc's route_guide example): validation that names the field, o
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -85,26 +86,26 @@ def _status_for(error: Exception) -> _AbortError:
 def _unary(method: Any) -> Any:
     """Domain errors of a unary call become its status."""
 
+    @functools.wraps(method)
     def wrapper(self: PositioningServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
         except Exception as e:
             _abort(context, _status_for(e))
 
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
     return wrapper
 
 
 def _streaming(method: Any) -> Any:
+    """Domain errors of a stream become its status."""
+
+    @functools.wraps(method)
     def wrapper(self: PositioningServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from method(self, request, context)
         except Exception as e:
             _abort(context, _status_for(e))
 
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
     return wrapper
 
 
@@ -162,6 +163,11 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
             return name or "anonymous"
         return identity.name if name in ("", identity.name) else f"{name} (token {identity.name})"
 
+    def _raise_if_shutting_down(self) -> None:
+        """A stream that ends because the server stops ends with UNAVAILABLE (otherwise: normally)."""
+        if self.hub.stopping:
+            raise _AbortError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
     def _require_camera(self) -> None:
         if not self.hub.camera_ok:
             raise CameraLostError(f"the camera is lost: {self.hub.device_status().last_error}")
@@ -213,23 +219,22 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
         session = self.hub.active_session(_session_id(request))
         version, sent, sent_preview = 0, None, None
         while context.is_active():
-            if self.hub.stopping:
-                raise _AbortError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-            if session.closed:
-                if self.hub.stopping:
-                    raise _AbortError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            if self.hub.stopping or session.closed:
+                self._raise_if_shutting_down()
                 return
             self._require_camera()
             version, estimate = self.hub.wait_estimate(session.id, version, WAIT_S)
             if estimate is None or estimate is sent:
                 continue
-            preview = request.include_preview and session.latest_preview is not sent_preview
-            msg = convert.estimate_message(session.id, estimate, preview=False, camera_ok=self.hub.camera_ok)
-            if preview and session.latest_preview is not None:
-                sent_preview = session.latest_preview
-                msg.preview.CopyFrom(convert.plan_message(sent_preview))
+            preview = session.latest_preview if request.include_preview else None
+            if preview is sent_preview:
+                preview = None  # sent already
+            else:
+                sent_preview = preview
             sent = estimate
-            yield msg
+            yield convert.estimate_message(
+                session.id, estimate, preview=preview, camera_ok=self.hub.camera_ok
+            )
 
     @_unary
     def GetPlan(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -282,23 +287,19 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
             raise _AbortError(grpc.StatusCode.INVALID_ARGUMENT, "from_index must be >= 0", "from_index")
         index = request.from_index
         while context.is_active():
-            if self.hub.stopping:
-                raise _AbortError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-            events = session.wait_events(index, WAIT_S)
-            for event in events:
+            self._raise_if_shutting_down()
+            for event in session.wait_events(index, WAIT_S):
                 yield convert.event_message(session.id, event)
                 index = event.index + 1
             if session.closed and not session.events_since(index):
-                if self.hub.stopping:  # ended by the shutdown, not by a client
-                    raise _AbortError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                self._raise_if_shutting_down()  # ended by the shutdown, not by a client
                 return
 
     @_streaming
     def WatchConfirmedPlans(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         index = max(self.hub.confirmed_count - 1, 0)
         while context.is_active():
-            if self.hub.stopping:
-                raise _AbortError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            self._raise_if_shutting_down()
             for session_id, decision in self.hub.confirmed_since(index, WAIT_S):
                 yield convert.confirmed_message(session_id, decision)
                 index += 1

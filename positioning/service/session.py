@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import threading
 import time
 import uuid
@@ -104,7 +105,7 @@ class SessionRequest:
 
         for name in ("patient_height_mm", "patient_weight_kg", "table_position_mm"):
             v = getattr(self, name)
-            if v is not None and not (isinstance(v, int | float) and v == v and abs(v) != float("inf")):
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.patient_height_mm is not None and not 300.0 <= self.patient_height_mm <= 2500.0:
             raise ValueError(f"patient_height_mm must be 300..2500 mm, got {self.patient_height_mm}")
@@ -240,7 +241,6 @@ class Session:
         # one frame, plan or confirmation at a time: the camera's thread and the clients' threads share it
         self._lock = threading.RLock()
         self._active: set[str] = set()  # conditions now on (events fire when they start)
-        self._confirmed_errors: set[str] = set()  # error checks the confirmed plan already had
         self._moved_run = 0  # consecutive plans since confirmation with PATIENT_MOVED
         self._camera_lost = False
         self._closed = False
@@ -295,10 +295,18 @@ class Session:
         return not self._camera_lost
 
     # -- planning ----------------------------------------------------------------------------------
-    def _make_plan(self, state: Any, scan_range_mm: tuple[float, float] | None = None) -> Any:
+    def _make_plan(
+        self,
+        state: Any,
+        scan_range_mm: tuple[float, float] | None = None,
+        *,
+        against_confirmed: bool = True,
+    ) -> Any:
+        """Plan ``state``; ``against_confirmed``: compare the body with the confirmed plan's (motion)."""
         from positioning.planning.plan import make_plan
 
         assert self.protocol is not None
+        confirmed = self.confirmed if against_confirmed else None
         return make_plan(
             state,
             self.protocol,
@@ -306,8 +314,15 @@ class Session:
             expected_position=self.request.expected_position,
             scan_range_mm=scan_range_mm,
             table_position_mm=self.table_position_mm,
-            confirmed=None if self.confirmed is None else self.confirmed.plan,
+            confirmed=None if confirmed is None else confirmed.plan,
         )
+
+    def _latest_state(self) -> Any:
+        if self.protocol is None:
+            raise NothingToConfirmError("this session has no protocol: start it with one to plan")
+        if self.latest is None:
+            raise NothingToConfirmError("no frame has been perceived yet in this session")
+        return self.latest.state
 
     def plan(self, scan_range_mm: tuple[float, float] | None = None) -> Any:
         """The full plan on the latest frame (with ``scan_range_mm``: the technologist's range, checked).
@@ -315,18 +330,13 @@ class Session:
         Raises:
             NothingToConfirmError: no frame has been processed, or the session has no protocol.
         """
-        if self.protocol is None:
-            raise NothingToConfirmError("this session has no protocol: start it with one to plan")
         with self._lock:
-            latest = self.latest
-            if latest is None:
-                raise NothingToConfirmError("no frame has been perceived yet in this session")
-            return self._make_plan(latest.state, scan_range_mm)
+            return self._make_plan(self._latest_state(), scan_range_mm)
 
     def report_table_position(self, table_position_mm: float) -> None:
         """The console's longitudinal table reading (mm, increasing into the gantry)."""
         v = float(table_position_mm)
-        if not (v == v and abs(v) != float("inf")):
+        if not math.isfinite(v):
             raise ValueError(f"table_position_mm must be a finite number, got {table_position_mm!r}")
         with self._lock:
             self.table_position_mm = v
@@ -362,25 +372,17 @@ class Session:
         note: str,
         now: datetime.datetime | None,
     ) -> ConfirmedPlan:
-        was = self.confirmed
-        self.confirmed = None  # plan afresh, not against an earlier confirmation
-        try:
-            plan = self.plan(scan_range_mm)
-        except BaseException:
-            self.confirmed = was
-            raise
+        # planned afresh, not against an earlier confirmation
+        plan = self._make_plan(self._latest_state(), scan_range_mm, against_confirmed=False)
         if not plan.has_patient:
-            self.confirmed = was
             raise NothingToConfirmError(f"no patient to confirm: {plan.status.value}")
         if self.frames_processed < MIN_CONFIRM_FRAMES:
-            self.confirmed = was
             raise NothingToConfirmError(
                 f"perception is still settling ({self.frames_processed} of {MIN_CONFIRM_FRAMES} frames): "
                 "confirm in a moment"
             )
         errors = [c for c in plan.checks if str(c.severity) == "error"]
         if errors:
-            self.confirmed = was
             raise NothingToConfirmError(
                 "the plan has errors: " + "; ".join(f"{c.code}: {c.message}" for c in errors)
             )
@@ -392,7 +394,6 @@ class Session:
             note=note,
         )
         self.confirmed = decision
-        self._confirmed_errors = {str(c.code) for c in plan.checks if str(c.severity) == "error"}
         self._active.discard("PATIENT_MOVED")
         self._active.discard("PLAN_INVALID")
         self._moved_run = 0
@@ -435,12 +436,11 @@ class Session:
         if self._rising("PATIENT_MOVED", self._moved_run >= MOVED_FRAMES):
             assert moved is not None
             self._append("PATIENT_MOVED", moved.message, t, n, **dict(moved.details))
+        # a confirmed plan had no error, so every error now is new
         new_errors = sorted(
             str(c.code)
             for c in preview.checks
-            if str(c.severity) == "error"
-            and str(c.code) not in self._confirmed_errors
-            and str(c.code) not in _OWN_EVENTS
+            if str(c.severity) == "error" and str(c.code) not in _OWN_EVENTS
         )
         if self._rising("PLAN_INVALID", bool(new_errors)):
             self._append(

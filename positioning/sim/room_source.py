@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from positioning import resources
-from positioning.camera.source import FrameReader
+from positioning.camera.source import ContinuousClock, FrameReader
 from positioning.errors import MissingStreamError, ScenarioError
 from positioning.frames import Intrinsics, RGBDFrame
 
@@ -235,17 +235,16 @@ class SimulatedRoomSource(FrameReader):
         self._timeout_s = timeout_s
         self._cache = cache
         self._clips: dict[tuple[str, tuple[float, ...] | None], Path] = {}
-        for event in self.events:
-            if event.kind != "camera_lost":
-                self._clip(event)
-        first = self._clip(self.events[0]) if self.events[0].kind != "camera_lost" else self._any_clip()
+        shown = [e for e in self.events if e.kind != "camera_lost"] or [RoomEvent(0.0, "still")]
+        first = self._clip(shown[0])  # the camera's identity and calibration come from a clip
+        for event in shown[1:]:
+            self._clip(event)
         self.calibration_path = calibration_path_for(first)
         self.label = f"simulated room ({self.scenario}, seed {self.seed})"
         self._current: int | None = None
         self._reader = None  # RealSenseSource of the current clip
         self._clock = None
         self._t0: float | None = None
-        self._delivered = 0
         self._closed = False
         from positioning.camera.realsense import RealSenseSource
 
@@ -268,18 +267,6 @@ class SimulatedRoomSource(FrameReader):
                 directory=self._cache,
             )
         return self._clips[key]
-
-    def _any_clip(self) -> Path:
-        if not self._clips:
-            self._clips[("still", None)] = cached_clip(
-                self.scenario,
-                self.seed,
-                "still",
-                frames=self.frames_per_clip,
-                color=self._color,
-                directory=self._cache,
-            )
-        return next(iter(self._clips.values()))
 
     @property
     def elapsed_s(self) -> float:
@@ -313,8 +300,6 @@ class SimulatedRoomSource(FrameReader):
             StopIteration: the last clip of a non-looping room has ended.
             ValueError: the source is closed.
         """
-        from positioning.camera.source import ContinuousClock
-
         if self._closed:
             raise ValueError(f"{self.label} is closed")
         if self._t0 is None:
@@ -328,7 +313,6 @@ class SimulatedRoomSource(FrameReader):
             raise MissingStreamError(f"{self.label}: no frame within {self._timeout_s:g} s (camera lost)")
         frame = self._reader.read()
         assert self._clock is not None
-        self._delivered += 1
         return dataclasses.replace(frame, timestamp_ms=self._clock(frame.timestamp_ms))
 
     def close(self) -> None:
