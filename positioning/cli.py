@@ -445,6 +445,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 tls_key=_path(args.tls_key),
                 tls_client_ca=_path(args.tls_client_ca),
                 tokens=_path(args.tokens),
+                http_port=None if args.no_http else args.http_port,
+                http_host=args.http_host,
             ),
         )
     )
@@ -456,6 +458,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"calibration {d.calibration_path}",
         flush=True,
     )
+    if server.http_url is not None:
+        print(f"the tablet app: open {server.http_url} (gRPC-Web on the same port)", flush=True)
     return server.serve_forever()
 
 
@@ -588,6 +592,12 @@ def _cmd_bench_robustness(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def _cmd_bench_tablet(args: argparse.Namespace) -> int:
+    from positioning.evaluation.bench_tablet import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def _cmd_bench_serve(args: argparse.Namespace) -> int:
     from positioning.evaluation.bench_serve import main as bench_main
 
@@ -655,6 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates (mutual TLS)")
     serve.add_argument("--audit", metavar="SQLITE", help="audit database (default ~/.local/share/...)")
     serve.add_argument("--max-streams", type=int, default=64)
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=8080,
+        help="HTTP port of the tablet app and its gRPC-Web endpoint (default 8080; 0: any free port)",
+    )
+    serve.add_argument("--http-host", default=None, help="its interface (default: --host)")
+    serve.add_argument("--no-http", action="store_true", help="no tablet app, no gRPC-Web")
     _protocol_dir_option(serve)
     _landmarks_option(serve)
     _room_option(serve)
@@ -819,6 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bserve.add_argument("rest", nargs=argparse.REMAINDER)
     bserve.set_defaults(func=_cmd_bench_serve)
+    btab = bench.add_parser(
+        "tablet",
+        help="the tablet app in headless Chromium: page load, frame to picture on the page",
+        add_help=False,
+    )
+    btab.add_argument("rest", nargs=argparse.REMAINDER)
+    btab.set_defaults(func=_cmd_bench_tablet)
     return p
 
 

@@ -41,6 +41,11 @@ def calibration_dir() -> Path:
     return data_root() / "calibration"
 
 
+def tablet_dist_dir() -> Path:
+    """The tablet app's built bundle (``tablet/dist``, written by ``npm run build`` in set-up)."""
+    return data_root() / "tablet" / "dist"
+
+
 def cache_dir(name: str = "") -> Path:
     """The cache folder ``name`` under ``$POSITIONING_CACHE`` (default ``~/.cache/positioning``); not
     created here."""

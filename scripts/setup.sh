@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # pyrealsense2 and open3d need libusb-1.0 at import time; the service's TLS tests make certificates with
-# openssl.
+# openssl; the tablet app is built with Node.js and npm and tested in Debian's Chromium.
 APT=()
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || APT+=(libusb-1.0-0)
 command -v openssl >/dev/null || APT+=(openssl)
+command -v chromium >/dev/null || APT+=(chromium)
+command -v npm >/dev/null || APT+=(nodejs npm)
 if [ ${#APT[@]} -gt 0 ]; then
   echo "setup: installing ${APT[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -33,6 +35,13 @@ fi
 
 # The gRPC stubs from protos/ (generated, never committed; regenerated on import when the proto changes).
 .venv/bin/python -m positioning.service.protos >/dev/null
+
+# The tablet app (tablet/): npm packages from the lock file, the TypeScript client generated from the
+# proto, type-checked and bundled into tablet/dist (never committed). Reinstalled only when the lock changes.
+if [ ! -f tablet/node_modules/.package-lock.json ] || ! cmp -s tablet/package-lock.json tablet/node_modules/.lock-installed; then
+  (cd tablet && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.lock-installed)
+fi
+(cd tablet && PYTHON="$PWD/../.venv/bin/python" npm run -s build >/dev/null)
 
 # The BlazePose bundle for MediaPipe's PoseLandmarker (not committed; built once, cached).
 .venv/bin/python -m positioning.perception.landmarks.model_build --out models/pose_landmarker_full.task

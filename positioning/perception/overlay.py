@@ -12,7 +12,7 @@ import numpy as np
 from positioning.frames import RGBDFrame
 from positioning.perception.state import PatientState
 
-__all__ = ["SKELETON", "display_image", "draw_perception", "draw_scene", "png_bytes"]
+__all__ = ["SKELETON", "display_image", "draw_perception", "draw_scene", "jpeg_bytes", "png_bytes"]
 
 #: COCO skeleton edges drawn between landmarks.
 SKELETON: tuple[tuple[str, str], ...] = (
@@ -125,6 +125,14 @@ def display_image(frame: RGBDFrame, *, depth_only: bool = False) -> np.ndarray:
     img = cv2.applyColorMap(g, cv2.COLORMAP_BONE)[..., ::-1].copy()
     img[~valid] = 0
     return img
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """An RGB image encoded as JPEG."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"could not encode a {rgb.shape} image as JPEG")
+    return buf.tobytes()
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -137,8 +137,10 @@ class Client:
             req.scan_start_mm, req.scan_end_mm = scan_range_mm
         return self._call("GetPlan", req)
 
-    def overlay(self, session_id: str, *, depth_only: bool = False) -> Any:
-        return self._call("GetOverlay", pb2.GetOverlayRequest(session_id=session_id, depth_only=depth_only))
+    def overlay(self, session_id: str, *, depth_only: bool = False, jpeg: bool = False) -> Any:
+        return self._call(
+            "GetOverlay", pb2.GetOverlayRequest(session_id=session_id, depth_only=depth_only, jpeg=jpeg)
+        )
 
     def confirm(
         self,

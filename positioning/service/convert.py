@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,9 @@ def plan_message(plan: Any) -> Any:
                 longitudinal_mm=t.longitudinal_mm,
                 lateral_patient_move_mm=t.lateral_patient_move_mm,
                 vertical_residual_mm=t.vertical_residual_mm,
+                lateral_patient_move_description=lateral_move_words(
+                    t.lateral_patient_move_mm, plan.patient_position
+                ),
             )
         )
     if plan.scan_range is not None:
@@ -144,6 +148,23 @@ def plan_message(plan: Any) -> Any:
     return msg
 
 
+def unix_ms_of_monotonic_ns(received_ns: int) -> float:
+    """A time on this machine's monotonic clock (ns) as ms since the Unix epoch on its wall clock (0.0 for
+    an unknown time)."""
+    if not received_ns:
+        return 0.0
+    return time.time() * 1000.0 - (time.monotonic_ns() - int(received_ns)) / 1e6
+
+
+def lateral_move_words(dx_mm: float, position: Any) -> str:
+    """A patient move along scanner x in words (``"none"`` within 1 mm)."""
+    from positioning.planning.checks import describe_lateral
+
+    if not math.isfinite(dx_mm) or abs(dx_mm) < 1.0:
+        return "none"
+    return describe_lateral(dx_mm, position)
+
+
 def estimate_message(session_id: str, estimate: Any, *, preview: Any | None, camera_ok: bool) -> Any:
     """``preview``: the plan to send with the estimate (None: none)."""
     msg = pb2.Estimate(
@@ -154,6 +175,7 @@ def estimate_message(session_id: str, estimate: Any, *, preview: Any | None, cam
         state=patient_state(estimate.state),
         camera_ok=camera_ok,
         frame_received_monotonic_ns=int(estimate.frame.received_ns),
+        frame_received_unix_ms=unix_ms_of_monotonic_ns(estimate.frame.received_ns),
     )
     if preview is not None:
         msg.preview.CopyFrom(plan_message(preview))

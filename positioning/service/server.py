@@ -13,7 +13,11 @@ UNAVAILABLE, the sessions end (the audit records it), the process exits 0.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import signal
+import ssl
+import tempfile
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -23,8 +27,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from positioning import resources
 from positioning.errors import PositioningError
 from positioning.service.auth import AuthInterceptor, TokenStore
+from positioning.service.grpcweb import GrpcWebGateway
 from positioning.service.hub import CameraHub
 from positioning.service.protos import load_stubs
 from positioning.service.servicer import PositioningServicer
@@ -54,6 +60,10 @@ class ServerSettings:
         tls_client_ca: with TLS, require client certificates signed by this CA (mutual TLS).
         tokens: the tokens file (None: no tokens; every caller may act).
         grace_s: how long calls in progress get at shutdown.
+        http_port: the HTTP port for the tablet app and gRPC-Web (0: any free port; None: none). TLS and
+            tokens apply there as on the gRPC port.
+        http_host: its interface (None: ``host``).
+        tablet_dir: the tablet app's built files (None: ``tablet/dist``).
     """
 
     host: str = "127.0.0.1"
@@ -65,6 +75,38 @@ class ServerSettings:
     tls_client_ca: Path | None = None
     tokens: Path | None = None
     grace_s: float = 2.0
+    http_port: int | None = None
+    http_host: str | None = None
+    tablet_dir: Path | None = None
+
+
+def _ssl_context(s: ServerSettings) -> ssl.SSLContext | None:
+    """The HTTP port's TLS from the same files as the gRPC port's (checked there first)."""
+    if s.tls_cert is None or s.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        if s.tls_client_ca is not None:
+            ctx.load_verify_locations(s.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as e:
+        raise TlsError(f"cannot use the TLS files for the HTTP port: {e}") from None
+    return ctx
+
+
+def grpc_web_methods() -> dict[str, str]:
+    """The calls the HTTP port serves: every unary and server-streaming call of the positioning service and
+    the health service's (client-streaming calls cannot be made from a browser; there are none)."""
+    methods: dict[str, str] = {}
+    for service in (
+        pb2.DESCRIPTOR.services_by_name["Positioning"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+    ):
+        for m in service.methods:
+            if not m.client_streaming:
+                methods[f"/{service.full_name}/{m.name}"] = "server_stream" if m.server_streaming else "unary"
+    return methods
 
 
 def _credentials(s: ServerSettings) -> grpc.ServerCredentials | None:
@@ -138,8 +180,35 @@ class Server:
             raise PositioningError(f"cannot listen on {address} (in use?)")
         self.address = f"{s.host}:{self.port}"
         self.tls = credentials is not None
+        self.gateway: GrpcWebGateway | None = None
+        self._private_dir: str | None = None
+        if s.http_port is not None:
+            self.gateway = self._gateway(s)
+        self.http_url = None if self.gateway is None else self.gateway.url
         self.audit = audit
         self._stopped = threading.Event()
+
+    def _gateway(self, s: ServerSettings) -> GrpcWebGateway:
+        # The gateway calls this server over a Unix socket in a folder only this user may open: the same
+        # interceptors and servicer as the TCP port; TLS, where used, is the HTTP port's own.
+        self._private_dir = tempfile.mkdtemp(prefix="positioning-grpc-")
+        os.chmod(self._private_dir, 0o700)
+        target = f"unix:{self._private_dir}/grpc.sock"
+        if self._server.add_insecure_port(target) == 0:
+            raise PositioningError(f"cannot listen on {target}")
+        host = s.http_host or s.host
+        try:
+            return GrpcWebGateway(
+                target,
+                grpc_web_methods(),
+                host=host,
+                port=s.http_port or 0,
+                static_dir=s.tablet_dir or resources.tablet_dist_dir(),
+                ssl_context=_ssl_context(s),
+                max_message_bytes=s.max_message_bytes,
+            )
+        except OSError as e:
+            raise PositioningError(f"cannot listen on {host}:{s.http_port} for the tablet app: {e}") from None
 
     def _health(self, serving: bool) -> None:
         status = (
@@ -157,6 +226,8 @@ class Server:
         self.hub.add_camera_listener(self._on_camera)
         self.hub.start()
         self._server.start()
+        if self.gateway is not None:
+            self.gateway.start()
         return self
 
     def stop(self) -> None:
@@ -166,7 +237,11 @@ class Server:
         self._stopped.set()
         self._health(False)
         self.hub.stop()  # streams see the hub stopping and end with UNAVAILABLE; sessions end
+        if self.gateway is not None:
+            self.gateway.stop()
         self._server.stop(self.settings.grace_s).wait()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
         if self.audit is not None:
             self.audit.close()
 

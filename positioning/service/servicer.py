@@ -182,6 +182,9 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
                     name=p.name,
                     description=p.description,
                     accepted_positions=[str(x) for x in p.expected_positions],
+                    body_region=p.body_region,
+                    superior_landmark=p.superior.landmark,
+                    inferior_landmark=p.inferior.landmark,
                 )
                 for p in list_protocols(search_dirs=self.protocol_dirs)
             ]
@@ -245,7 +248,7 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
 
     @_unary
     def GetOverlay(self, request: Any, context: grpc.ServicerContext) -> Any:
-        from positioning.perception.overlay import display_image, png_bytes
+        from positioning.perception.overlay import display_image, jpeg_bytes, png_bytes
         from positioning.planning.overlay import draw_plan
 
         session = self.hub.active_session(_session_id(request))
@@ -258,11 +261,13 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
         image = draw_plan(
             display_image(frame, depth_only=request.depth_only), plan, session.calibration, frame.intrinsics
         )
+        encoded = {"jpeg": jpeg_bytes(image)} if request.jpeg else {"png": png_bytes(image)}
         return pb2.Overlay(
-            png=png_bytes(image),
+            **encoded,
             frame_number=int(frame.frame_number),
             width_px=int(image.shape[1]),
             height_px=int(image.shape[0]),
+            frame_received_unix_ms=convert.unix_ms_of_monotonic_ns(frame.received_ns),
         )
 
     @_unary

@@ -82,11 +82,16 @@ def run_story(
             frames=frames,
             landmarks=landmarks,
             audit=out_dir / "audit.sqlite3",
-            server=ServerSettings(port=0),
+            server=ServerSettings(port=0, http_port=0),
         )
     )
     server.start()
     say(f"server: serving the simulated room on {server.address} ({time.monotonic() - t0:.0f} s)")
+    if server.http_url is not None:
+        say(
+            f"tablet app: {server.http_url} while the demo runs "
+            "(`positioning serve` keeps it open at http://127.0.0.1:8080/)"
+        )
     code = 1
     try:
         with Client(server.address) as tablet, Client(server.address) as console:

@@ -104,8 +104,8 @@ def _serve(audit, room_cache) -> subprocess.Popen:
     """``positioning serve`` as a real process on a free port (it prints its address first)."""
     env = os.environ | {"POSITIONING_CACHE": str(room_cache.parent / "serve-cache")}
     return subprocess.Popen(
-        [sys.executable, "-m", "positioning.cli", "serve", "--port", "0", "--frames", "3", "--landmarks",
-         "depth", "--audit", str(audit)],
+        [sys.executable, "-m", "positioning.cli", "serve", "--port", "0", "--http-port", "0", "--frames", "3",
+         "--landmarks", "depth", "--audit", str(audit)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
 

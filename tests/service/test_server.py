@@ -51,6 +51,11 @@ def test_protocols_and_device(client, server):
     assert "chest" in names and "head" in names
     chest = next(p for p in client.protocols() if p.name == "chest")
     assert "HFS" in chest.accepted_positions
+    assert (chest.body_region, chest.superior_landmark, chest.inferior_landmark) == (
+        "chest",
+        "lung_apex",
+        "costophrenic",
+    )
     d = client.device()
     assert "simulated" in d.camera_model and d.camera_ok and len(d.calibration_sha256) == 64
     assert d.frames_delivered > 0 and 0.5 < d.depth_fill_rate <= 1.0
@@ -68,6 +73,12 @@ def test_a_session_from_start_to_end(client, session, wait_for_plan):
     assert edited.scan_range.start_mm == pytest.approx(plan.scan_range.start_mm - 50.0, abs=1.0)
     overlay = client.overlay(sid)
     assert overlay.png[:8] == b"\x89PNG\r\n\x1a\n" and overlay.width_px == 848
+    assert abs(overlay.frame_received_unix_ms / 1000.0 - time.time()) < 30.0
+    small = client.overlay(sid, jpeg=True)
+    assert small.jpeg[:3] == b"\xff\xd8\xff" and not small.png and len(small.jpeg) < len(overlay.png) / 4
+    lateral = plan.table_offset.lateral_patient_move_mm
+    words = plan.table_offset.lateral_patient_move_description
+    assert words == "none" if abs(lateral) < 1.0 else f"{abs(lateral):.0f} mm toward the patient's" in words
     assert client.report_table_position(sid, 1100.0).table_position_mm == 1100.0
     confirmed = client.confirm(sid, operator="rt.jones", note="ok")
     assert confirmed.operator == "rt.jones" and confirmed.plan.ok and not confirmed.range_edited

@@ -1,0 +1,3 @@
+import { TabletApp } from "./app.js";
+
+new TabletApp().start();
