@@ -447,6 +447,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 tokens=_path(args.tokens),
                 http_port=None if args.no_http else args.http_port,
                 http_host=args.http_host,
+                http_allowed_hosts=tuple(args.http_allowed_host),
             ),
         )
     )
@@ -460,6 +461,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     if server.http_url is not None:
         print(f"the tablet app: open {server.http_url} (gRPC-Web on the same port)", flush=True)
+        if not args.tokens and (args.http_host or args.host) not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                "warning: the tablet app is reachable from the network without tokens: anyone who can "
+                "reach this port may start sessions and confirm plans (use --tokens)",
+                file=sys.stderr,
+                flush=True,
+            )
     return server.serve_forever()
 
 
@@ -592,6 +600,12 @@ def _cmd_bench_robustness(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from positioning.evaluation.bench_pipeline import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def _cmd_bench_tablet(args: argparse.Namespace) -> int:
     from positioning.evaluation.bench_tablet import main as bench_main
 
@@ -672,6 +686,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP port of the tablet app and its gRPC-Web endpoint (default 8080; 0: any free port)",
     )
     serve.add_argument("--http-host", default=None, help="its interface (default: --host)")
+    serve.add_argument(
+        "--http-allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name tablets use for this server (IP addresses and this machine's names always work)",
+    )
     serve.add_argument("--no-http", action="store_true", help="no tablet app, no gRPC-Web")
     _protocol_dir_option(serve)
     _landmarks_option(serve)
@@ -837,6 +858,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bserve.add_argument("rest", nargs=argparse.REMAINDER)
     bserve.set_defaults(func=_cmd_bench_serve)
+    bpipe = bench.add_parser(
+        "pipeline",
+        help="the live pipeline at camera rate through the service's path: per-stage and per-frame times",
+        add_help=False,
+    )
+    bpipe.add_argument("rest", nargs=argparse.REMAINDER)
+    bpipe.set_defaults(func=_cmd_bench_pipeline)
     btab = bench.add_parser(
         "tablet",
         help="the tablet app in headless Chromium: page load, frame to picture on the page",

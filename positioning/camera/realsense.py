@@ -156,6 +156,8 @@ class RealSenseSource(FrameReader):
         depth = streams[rs.stream.depth]
         color = streams.get(rs.stream.color)
         self._period_s = 1.0 / depth.fps() if depth.fps() > 0 else 1.0 / 30.0
+        #: frames real-time playback passed over because their time had passed while the reader was busy
+        self.frames_skipped = 0
         self._pace_origin: tuple[float, float] | None = None  # (monotonic s, timestamp ms) of the first
         self.depth_intrinsics: Intrinsics = intrinsics_from_rs(depth.get_intrinsics())
         self.device_name: str = _device_info(device, rs.camera_info.name)
@@ -281,6 +283,7 @@ class RealSenseSource(FrameReader):
                 self._pace_origin = (now, frame.timestamp_ms)
             due = self._pace_origin[0] + (frame.timestamp_ms - self._pace_origin[1]) / 1000.0
             if due < now - self._period_s:
+                self.frames_skipped += 1
                 continue  # its time has passed: a live camera would have delivered a newer frame by now
             if due > now:
                 time.sleep(due - now)

@@ -20,6 +20,7 @@ Convention: scanner frame (IEC 61217), mm; landmark names COCO-17 (patient's own
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -175,6 +176,12 @@ def apply_landmark_correction(
     return landmarks.replace(points_mm=points)
 
 
+#: What :meth:`Perceiver._mediapipe` returns.
+_LandmarkResult = tuple[
+    "Landmarks3D | None", "OrientationResult | None", "ArmStateResult | None", dict[str, str]
+]
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PerceiverSettings:
     """Settings of :class:`Perceiver`.
@@ -200,6 +207,14 @@ class PerceiverSettings:
             this is named (``TABLE_UNCERTAIN``): the table's height is the isocenter's reference.
         hold_table_frames: with tracking, a table not found in a frame is the last one found for up to
             this many frames (named, ``TABLE_UNCERTAIN``); then ``NO_TABLE``.
+        concurrent_landmarks: a live stream's speed-up: MediaPipe's landmarks (detection, lifting, repair)
+            run on a worker thread beside the depth path, and a frame takes the newest finished result
+            (of a frame at most ``landmarks_max_age_ms`` older; older, the frame waits for the run in
+            progress). Off for recordings and evaluation, where every frame has its own landmarks.
+        landmarks_max_age_ms: see ``concurrent_landmarks``.
+        torch_threads: PyTorch's threads for the networks (process-wide; None: leave as loaded, 2). A
+            live stream uses 1: the camera thread, the landmarks worker and the gRPC threads already share
+            two cores, and two more threads per convolution only make them wait for each other.
     """
 
     stride: int = 1
@@ -214,6 +229,13 @@ class PerceiverSettings:
     table_height: str = "geometry"
     table_disagree_mm: float = 12.0
     hold_table_frames: int = 5
+    concurrent_landmarks: bool = False
+    landmarks_max_age_ms: float = 250.0
+    torch_threads: int | None = None
+
+    def baseline(self) -> PerceiverSettings:
+        """These settings with every live speed-up off (``positioning bench pipeline --baseline``)."""
+        return dataclasses.replace(self, concurrent_landmarks=False, torch_threads=2)
 
     def __post_init__(self) -> None:
         if self.table_height not in ("geometry", "network", "blend"):
@@ -226,13 +248,21 @@ class PerceiverSettings:
             )
 
 
-def site_settings(landmarks: str = "fused", room: str | Path | None = None) -> PerceiverSettings:
+def site_settings(
+    landmarks: str = "fused", room: str | Path | None = None, *, live: bool = False
+) -> PerceiverSettings:
     """Perceiver settings for a site: the landmark sources and the room file's table model (None: the
-    generic CT table of ``calibration/default-room.yaml``)."""
+    generic CT table of ``calibration/default-room.yaml``); ``live``: a camera stream's speed-ups on
+    (``concurrent_landmarks``)."""
     from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
 
     table_model = DEFAULT_TABLE_MODEL if room is None else load_table_model(room)
-    return PerceiverSettings(landmarks=landmarks, table_model=table_model)
+    return PerceiverSettings(
+        landmarks=landmarks,
+        table_model=table_model,
+        concurrent_landmarks=live,
+        torch_threads=1 if live else None,
+    )
 
 
 class Perceiver:
@@ -277,8 +307,16 @@ class Perceiver:
                 backends = [MediaPipePoseBackend()]
         self.backends = list(backends)
         self.correction = load_landmark_correction(self.settings.correction_path)
+        if self.settings.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
         self.tracker = PoseTracker()
         self._held_table: tuple[TableEstimate, int] | None = None  # (last table found, frames since)
+        # concurrent landmarks: one worker, the run in progress and the newest finished result
+        self._lm_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lm_running: tuple[float, concurrent.futures.Future] | None = None
+        self._lm_newest: tuple[float, _LandmarkResult] | None = None
 
     def __enter__(self) -> Perceiver:
         return self
@@ -287,6 +325,9 @@ class Perceiver:
         self.close()
 
     def close(self) -> None:
+        if self._lm_pool is not None:
+            self._lm_pool.shutdown(wait=True, cancel_futures=True)
+            self._lm_pool = None
         for b in self.backends:
             close = getattr(b, "close", None)
             if close is not None:
@@ -296,6 +337,7 @@ class Perceiver:
         """Forget the stream (a new patient)."""
         self.tracker.reset()
         self._held_table = None
+        self._lm_newest = None
 
     @property
     def uses_scene(self) -> bool:
@@ -388,7 +430,10 @@ class Perceiver:
             covered = slice_share(profile, segment.points_mm, under)
         t["profile"] = time.perf_counter()
 
-        lm_mp, orientation, arm, repairs = self._mediapipe(frame, calibration, table, segment)
+        if s.concurrent_landmarks and self.backends and s.landmarks != "depth":
+            lm_mp, orientation, arm, repairs = self._mediapipe_concurrent(frame, calibration, table, segment)
+        else:
+            lm_mp, orientation, arm, repairs = self._mediapipe(frame, calibration, table, segment)
         t["landmarks_2d"] = time.perf_counter()
         lm_net = scene_landmarks(scene, table) if scene is not None and self.uses_scene else None
         net_pos = scene.position_prob if scene is not None and self.uses_scene else None
@@ -553,6 +598,34 @@ class Perceiver:
         arm = estimate_arm_state(landmarks, orientation)
         landmarks = apply_landmark_correction(landmarks, orientation.position, arm.state, self.correction)
         return landmarks, orientation, arm, repaired.changed()
+
+    def _mediapipe_concurrent(
+        self, frame: RGBDFrame, calibration: Calibration, table: TableEstimate, segment: PatientSegment
+    ) -> _LandmarkResult:
+        """:meth:`_mediapipe` on a worker thread: start a run on this frame when none is in progress, and
+        take the newest finished result if it is of a frame at most ``landmarks_max_age_ms`` older (else
+        wait for the run in progress: the first frame, or after a stall)."""
+        if self._lm_pool is None:
+            self._lm_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="landmarks")
+        now = float(frame.timestamp_ms)
+
+        def collect(wait: bool) -> None:
+            if self._lm_running is None or not (wait or self._lm_running[1].done()):
+                return
+            started, future = self._lm_running
+            self._lm_running = None
+            self._lm_newest = (started, future.result())
+
+        collect(wait=False)
+        if self._lm_running is None:
+            future = self._lm_pool.submit(self._mediapipe, frame, calibration, table, segment)
+            self._lm_running = (now, future)
+        newest = self._lm_newest
+        if newest is None or not (0.0 <= now - newest[0] <= self.settings.landmarks_max_age_ms):
+            collect(wait=True)
+            newest = self._lm_newest
+        assert newest is not None
+        return newest[1]
 
     def _detect(self, frame: RGBDFrame) -> Landmarks2D | None:
         results = [

@@ -280,17 +280,18 @@ def segment_patient(
     with np.errstate(invalid="ignore"):
         cand = (height > min_h) & (height < s.max_height_mm)
         if scene is not None:
-            flat_xy = pts[..., :2].reshape(-1, 2)
+            sample = scene.sampler(pts[..., :2].reshape(-1, 2))
             shape2 = height.shape
 
             def cell(grid: np.ndarray) -> np.ndarray:
-                return scene.at(grid, flat_xy).reshape(shape2)
+                return sample(grid).reshape(shape2)
 
-            body = cell(scene.footprint_prob) > s.scene_footprint_prob
+            footprint = cell(scene.footprint_prob)
+            body = footprint > s.scene_footprint_prob
             low = max(s.scene_min_height_mm, table.rms_mm)
             cand |= body & (height > low) & (height < s.max_patient_height_mm)
             other = (cell(scene.prob("person")) > 0.5) | (cell(scene.prob("other")) > 0.5)
-            beside = cell(scene.footprint_prob) < 0.3
+            beside = footprint < 0.3
             # a cushion beside the body, or the raised rim of a curved mattress, is not the patient
             cushion = (cell(scene.prob("on_patient")) > 0.5) & beside
             rim = (cell(scene.prob("support")) > 0.6) & beside

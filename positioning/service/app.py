@@ -59,7 +59,8 @@ def build_server(s: AppSettings) -> Server:
     """
     from positioning.perception.pipeline import site_settings
 
-    perceiver_settings = site_settings(s.landmarks, s.room)  # a bad room file fails before the camera opens
+    # a bad room file fails before the camera opens
+    perceiver_settings = site_settings(s.landmarks, s.room, live=True)
     audit = None if s.no_audit else AuditStore(s.audit or default_audit_path())
     opened = open_source(
         s.source,

@@ -16,14 +16,21 @@ for binary unary and server-streaming calls (the only kinds the contract has), a
 
 HTTP/1.1 with chunked responses (every browser streams them with ``fetch``); TLS and mutual TLS with the
 same files as the gRPC port. Same origin only: no CORS headers are sent, so no other site's page can call
-the service from a browser. Static files carry a Content-Security-Policy that allows nothing from
-another origin.
+the service from a browser; and the ``Host`` header must be an IP address or a name the server knows as
+its own (``--http-allowed-host``), so that a page whose domain is re-pointed at this machine (DNS
+rebinding) is refused. Static files carry a Content-Security-Policy that allows nothing from another
+origin. Connections idle for ``IDLE_TIMEOUT_S`` close, and TCP keep-alive finds a tablet that left the
+Wi-Fi without closing (its streams are cancelled, their slots freed) within about half a minute.
+
+A browser keeps at most six HTTP/1.1 connections per server; the tablet app holds two streams (estimates,
+events), so more than two tabs of one browser on one server starve each other's calls.
 """
 
 from __future__ import annotations
 
 import base64
 import http.server
+import ipaddress
 import logging
 import mimetypes
 import re
@@ -53,6 +60,10 @@ _CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+#: An idle keep-alive connection, or a request that stalls mid-way, closes after this long.
+IDLE_TIMEOUT_S = 30.0
+#: TCP keep-alive on accepted connections: idle 10 s, then 5 probes 4 s apart.
+_KEEPALIVE = (10, 4, 5)
 _NOT_BUILT = (
     "<!doctype html><meta charset=utf-8><title>Tablet app not built</title>"
     "<h1>The tablet app is not built</h1><p>Run <code>bash scripts/setup.sh</code> (it builds "
@@ -124,7 +135,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "positioning"
     sys_version = ""
+    timeout = IDLE_TIMEOUT_S
     gateway: GrpcWebGateway  # set on the subclass made per gateway
+
+    def setup(self) -> None:
+        super().setup()
+        _keepalive(self.connection)
+
+    def _refuse(self) -> bool:
+        """Answer and return True when this request must not be served: the server is stopping, or the Host
+        header names a host that is not this server (DNS rebinding)."""
+        if self.gateway.stopping.is_set():
+            self.close_connection = True
+            self._send_bytes(503, "text/plain; charset=utf-8", b"the server is shutting down\n")
+            return True
+        host = self.headers.get("Host", "")
+        if not self.gateway.host_allowed(host):
+            self.close_connection = True
+            self._send_bytes(
+                421,
+                "text/plain; charset=utf-8",
+                f"Host {host!r} is not this server's (--http-allowed-host adds a name)\n".encode(),
+            )
+            return True
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -138,6 +172,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._static(head=True)
 
     def _static(self, *, head: bool) -> None:
+        if self._refuse():
+            return
         path = urllib.parse.urlsplit(self.path).path
         root = self.gateway.static_dir
         if path in ("", "/"):
@@ -148,8 +184,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._send_bytes(404, "text/plain; charset=utf-8", b"not found\n", head=head)
             return
-        target = (root / urllib.parse.unquote(path).lstrip("/")).resolve()
-        if not target.is_relative_to(root.resolve()) or not target.is_file():
+        try:
+            target = (root / urllib.parse.unquote(path, errors="strict").lstrip("/")).resolve()
+            found = target.is_relative_to(root.resolve()) and target.is_file()
+        except (ValueError, OSError):  # a NUL byte, undecodable or overlong names
+            found = False
+        if not found:
             self._send_bytes(404, "text/plain; charset=utf-8", b"not found\n", head=head)
             return
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
@@ -172,6 +212,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # ---------------------------------------------------------------------------------------- gRPC-Web
 
     def do_POST(self) -> None:
+        if self._refuse():
+            return
         path = urllib.parse.urlsplit(self.path).path
         kind = self.gateway.methods.get(path)
         if kind is None:
@@ -190,6 +232,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
+            if length < 0:
+                raise ValueError(length)
         except ValueError:
             self._send_bytes(411, "text/plain; charset=utf-8", b"a gRPC-Web request needs Content-Length\n")
             self.close_connection = True
@@ -197,6 +241,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         limit = self.gateway.max_message_bytes + _HEADER.size
         if length > limit:
             self.close_connection = True
+            if length <= 4 * limit:  # read it, so that the browser sees the answer rather than a reset
+                self.rfile.read(length)
             self._status_only(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the limit of {limit}"
             )
@@ -221,6 +267,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _drain(self) -> None:
         try:
             n = int(self.headers.get("Content-Length", "0"))
+            if n < 0:
+                raise ValueError(n)
         except ValueError:
             self.close_connection = True
             return
@@ -244,8 +292,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("X-Accel-Buffering", "no")
-        self.end_headers()
-        self.wfile.flush()
+        try:
+            self.end_headers()
+            self.wfile.flush()
+        except (OSError, ValueError) as e:
+            raise _ClientGoneError() from e
 
     def _chunk(self, data: bytes) -> None:
         try:
@@ -273,7 +324,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     request, metadata=metadata, timeout=timeout_s
                 )
             except grpc.RpcError as e:
-                self._rpc_failed(e, started=False)
+                try:
+                    self._rpc_failed(e, started=False)
+                except _ClientGoneError:
+                    self.close_connection = True
                 return
             try:
                 self._start_stream()
@@ -293,7 +347,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._end_stream(grpc.StatusCode.OK, "", stream.trailing_metadata() or ())
         except grpc.RpcError as e:
             try:
-                self._rpc_failed(e, started=True)
+                self._rpc_failed(e, started=True)  # the headers went before the first message
             except _ClientGoneError:
                 self.close_connection = True
         except _ClientGoneError:
@@ -313,21 +367,50 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._end_stream(code, details, trailing)
 
 
+def _keepalive(conn: socket.socket) -> None:
+    """TCP keep-alive on an accepted connection, so that a peer that vanished is noticed."""
+    try:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle, interval, count = _KEEPALIVE
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+            if hasattr(socket, name):
+                conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass
+
+
 def _cancel_when_closed(conn: socket.socket, stream: Any) -> None:
-    """Cancel a stream once its browser has closed the connection (a browser sends nothing more on a
-    connection while a response is in progress, so readable means closed)."""
-    while stream.is_active() if hasattr(stream, "is_active") else True:
+    """Cancel a stream once its browser has closed the connection, or TCP keep-alive found it gone (a
+    browser sends nothing more on a connection while a response is in progress, so readable means closed;
+    a client that pipelines a request is left to the writes)."""
+    poller = select.poll()  # no limit on descriptor numbers, unlike select.select
+    try:
+        poller.register(conn, select.POLLIN | select.POLLERR | select.POLLHUP)
+    except (OSError, ValueError):
+        return
+    while stream.is_active():
         try:
-            readable, _, _ = select.select([conn], [], [], 0.5)
-            if readable:
-                peek = conn.recv(1, socket.MSG_PEEK)
-                if not peek:
-                    stream.cancel()
-                    return
-                return  # a client that pipelines: leave it to the writes
-        except (OSError, ValueError, ssl.SSLError):
+            events = poller.poll(500)
+            if not events:
+                continue
+            if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in events):
+                stream.cancel()
+                return
+            if not conn.recv(1, socket.MSG_PEEK):
+                stream.cancel()
+            return
+        except ssl.SSLWantReadError:
+            return  # TLS bytes without application data: leave it to the writes
+        except (OSError, ValueError):
             stream.cancel()
             return
+
+
+class _HttpServer6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
 
 
 class _HttpServer(http.server.ThreadingHTTPServer):
@@ -336,8 +419,15 @@ class _HttpServer(http.server.ThreadingHTTPServer):
     request_queue_size = 64
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A browser that goes away or a failed TLS handshake: not the server's fault, no traceback.
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        # A browser that goes away or a failed TLS handshake: not the server's fault, no traceback; anything
+        # else is a bug worth its traceback in the log.
+        import sys
+
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError | ssl.SSLError):
+            log.debug("connection from %s ended: %s", client_address, error)
+        else:
+            log.exception("gRPC-Web: error serving %s", client_address)
 
 
 class GrpcWebGateway:
@@ -351,6 +441,8 @@ class GrpcWebGateway:
             to build it.
         ssl_context: TLS (and, with a CA to verify, mutual TLS); None: plain HTTP.
         max_message_bytes: the largest request message.
+        allowed_hosts: host names a browser may call this server by, besides IP addresses, ``localhost``
+            and this machine's own names.
     """
 
     def __init__(
@@ -363,8 +455,15 @@ class GrpcWebGateway:
         static_dir: Path | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_message_bytes: int = 8 * 1024 * 1024,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.methods = dict(methods)
+        self.allowed_hosts = {h.lower().rstrip(".") for h in allowed_hosts} | {
+            "localhost",
+            socket.gethostname().lower(),
+            socket.getfqdn().lower(),
+        }
+        self._started = False
         self.static_dir = static_dir
         self.max_message_bytes = max_message_bytes
         self.stopping = threading.Event()
@@ -378,7 +477,11 @@ class GrpcWebGateway:
         self._streams: set[Any] = set()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"gateway": self})
-        self._httpd = _HttpServer((host, port), handler)
+        try:
+            server_class = _HttpServer6 if ipaddress.ip_address(host).version == 6 else _HttpServer
+        except ValueError:
+            server_class = _HttpServer
+        self._httpd = server_class((host, port), handler)
         if ssl_context is not None:
             self._httpd.socket = ssl_context.wrap_socket(
                 self._httpd.socket, server_side=True, do_handshake_on_connect=False
@@ -386,8 +489,25 @@ class GrpcWebGateway:
         self.host = host
         self.port = int(self._httpd.server_address[1])
         self.tls = ssl_context is not None
-        self.url = f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{'https' if self.tls else 'http'}://{shown}:{self.port}/"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="grpc-web", daemon=True)
+
+    def host_allowed(self, host_header: str) -> bool:
+        """Whether a request's ``Host`` names this server: an IP address (which no DNS can re-point), or
+        one of :attr:`allowed_hosts`."""
+        host = host_header.strip().lower()
+        if host.startswith("["):
+            host = host[1:].split("]", 1)[0]
+        elif host.count(":") == 1:
+            host = host.split(":", 1)[0]
+        if not host:
+            return False
+        try:
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            return host.rstrip(".") in self.allowed_hosts
 
     def track(self, stream: Any) -> None:
         with self._lock:
@@ -398,6 +518,7 @@ class GrpcWebGateway:
             self._streams.discard(stream)
 
     def start(self) -> GrpcWebGateway:
+        self._started = True
         self._thread.start()
         return self
 
@@ -406,7 +527,8 @@ class GrpcWebGateway:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        self._httpd.shutdown()
+        if self._started:
+            self._httpd.shutdown()  # waits for serve_forever: only when it ran
         with self._lock:
             streams = list(self._streams)
         for s in streams:

@@ -127,6 +127,7 @@ class CameraHub:
         self.plan_settings = plan_settings
         self.preview_interval_s = preview_interval_s
         self._camera_listeners: list[Callable[[bool], None]] = []
+        self._estimate_listeners: list[Callable[[Estimate], None]] = []
         self._on_started = on_session_started
         self._on_confirmed = on_confirmed
         self._on_ended = on_session_ended
@@ -157,6 +158,11 @@ class CameraHub:
         """Call ``listener(True)`` / ``listener(False)`` whenever the camera comes back / is lost (the
         server's health service)."""
         self._camera_listeners.append(listener)
+
+    def add_estimate_listener(self, listener: Callable[[Estimate], None]) -> None:
+        """Call ``listener(estimate)`` on the camera's thread for every estimate published (benchmarks;
+        keep it quick: the camera waits for it)."""
+        self._estimate_listeners.append(listener)
 
     def _set_camera(self, ok: bool, error: str = "") -> None:
         changed = ok != self._camera_ok
@@ -212,10 +218,13 @@ class CameraHub:
             _log.exception("perception failed on frame %s", frame.frame_number)
             return
         with self._cond:
-            if self._active is session:  # not a late frame of a session that has just ended
-                self._latest = estimate
-                self._version += 1
-                self._cond.notify_all()
+            if self._active is not session:  # a late frame of a session that has just ended
+                return
+            self._latest = estimate
+            self._version += 1
+            self._cond.notify_all()
+        for listener in self._estimate_listeners:
+            listener(estimate)
 
     def stop(self) -> None:
         """End every session, stop reading and release the camera; safe to call twice."""

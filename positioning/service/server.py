@@ -63,6 +63,8 @@ class ServerSettings:
         http_port: the HTTP port for the tablet app and gRPC-Web (0: any free port; None: none). TLS and
             tokens apply there as on the gRPC port.
         http_host: its interface (None: ``host``).
+        http_allowed_hosts: names browsers may reach the HTTP port by (besides IP addresses, ``localhost``
+            and this machine's names): a request naming another host is refused (DNS rebinding).
         tablet_dir: the tablet app's built files (None: ``tablet/dist``).
     """
 
@@ -77,6 +79,7 @@ class ServerSettings:
     grace_s: float = 2.0
     http_port: int | None = None
     http_host: str | None = None
+    http_allowed_hosts: tuple[str, ...] = ()
     tablet_dir: Path | None = None
 
 
@@ -194,10 +197,10 @@ class Server:
         self._private_dir = tempfile.mkdtemp(prefix="positioning-grpc-")
         os.chmod(self._private_dir, 0o700)
         target = f"unix:{self._private_dir}/grpc.sock"
-        if self._server.add_insecure_port(target) == 0:
-            raise PositioningError(f"cannot listen on {target}")
         host = s.http_host or s.host
         try:
+            if self._server.add_insecure_port(target) == 0:
+                raise PositioningError(f"cannot listen on {target}")
             return GrpcWebGateway(
                 target,
                 grpc_web_methods(),
@@ -206,9 +209,14 @@ class Server:
                 static_dir=s.tablet_dir or resources.tablet_dist_dir(),
                 ssl_context=_ssl_context(s),
                 max_message_bytes=s.max_message_bytes,
+                allowed_hosts=(s.host, host, *s.http_allowed_hosts),
             )
         except OSError as e:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
             raise PositioningError(f"cannot listen on {host}:{s.http_port} for the tablet app: {e}") from None
+        except BaseException:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            raise
 
     def _health(self, serving: bool) -> None:
         status = (

@@ -243,6 +243,7 @@ class SimulatedRoomSource(FrameReader):
         self.label = f"simulated room ({self.scenario}, seed {self.seed})"
         self._current: int | None = None
         self._reader = None  # RealSenseSource of the current clip
+        self._skipped_before = 0  # frames skipped by the readers of earlier clips
         self._clock = None
         self._t0: float | None = None
         self._closed = False
@@ -273,6 +274,27 @@ class SimulatedRoomSource(FrameReader):
         """Seconds since the first read (0 before it)."""
         return 0.0 if self._t0 is None else time.monotonic() - self._t0
 
+    def bring_forward(self, kind: str) -> RoomEvent:
+        """Make the next scripted event of ``kind`` happen now (tests and demos that must act before it:
+        script it far ahead, then call this when ready). Its clip was recorded with the others.
+
+        Raises:
+            ScenarioError: no such event is still ahead.
+        """
+        now = self.elapsed_s
+        ahead = [e for e in self.events if e.kind == kind and e.at_s > now]
+        if not ahead:
+            raise ScenarioError(f"no {kind!r} event is scripted after {now:.1f} s")
+        event = ahead[0]
+        moved = dataclasses.replace(event, at_s=now)
+        self.events = tuple(sorted((moved if e is event else e for e in self.events), key=lambda e: e.at_s))
+        return moved
+
+    @property
+    def frames_skipped(self) -> int:
+        """Frames the camera delivered that the reader was too busy to read (real-time playback)."""
+        return self._skipped_before + (0 if self._reader is None else self._reader.frames_skipped)
+
     def _event_index(self) -> int:
         now = self.elapsed_s
         return max(i for i, e in enumerate(self.events) if e.at_s <= now)
@@ -281,6 +303,7 @@ class SimulatedRoomSource(FrameReader):
         from positioning.camera.realsense import RealSenseSource
 
         if self._reader is not None:
+            self._skipped_before += self._reader.frames_skipped
             self._reader.close()
             self._reader = None
         self._current = index

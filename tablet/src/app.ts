@@ -61,11 +61,13 @@ function $(id: string): HTMLElement {
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
+    const done = () => {
       clearTimeout(t);
+      signal?.removeEventListener("abort", done);
       resolve();
-    });
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
   });
 }
 
@@ -91,6 +93,9 @@ export class TabletApp {
   private lastPictureAt = 0;
   private pictureUrl: string | null = null;
   private busy = false;
+  private lastEstimateAt = 0;
+  /** A PATIENT_MOVED or PLAN_INVALID arrived since the last ConfirmPlan was sent. */
+  private invalidatedSinceConfirm = false;
   private newEstimate: (() => void) | null = null;
   private estimatesSeen = 0;
   readonly stats: TabletStats = { readyMs: null, pictureLatencyMs: [], estimateLatencyMs: [], picturesShown: 0 };
@@ -179,7 +184,7 @@ export class TabletApp {
       const was = this.unreachable;
       this.unreachable = false;
       this.attempt = 0;
-      if (was) this.resumeSession();
+      if (was) void this.resumeSession();
     } else {
       this.unreachable = true;
       this.attempt += 1;
@@ -305,7 +310,7 @@ export class TabletApp {
   /** After a reload or a lost connection: back into the session this tab was in, if it is still active. */
   private async resumeSession(): Promise<void> {
     const id = this.session?.sessionId ?? sessionStorage.getItem(SESSION_KEY);
-    if (!id || (this.session && this.sessionAbort)) return;
+    if (!id) return;
     try {
       const s = await this.client.getSession({ sessionId: id });
       if (s.active) this.enterSession(s);
@@ -317,13 +322,19 @@ export class TabletApp {
 
   private enterSession(s: SessionInfo): void {
     this.sessionAbort?.abort();
+    const same = this.session?.sessionId === s.sessionId;
     this.session = s;
-    this.plan = null;
-    this.estimate = null;
-    this.confirmed = null;
-    this.nextEventIndex = 0n;
-    $("events").replaceChildren();
-    $("alerts").replaceChildren();
+    if (!same) {
+      // another session (or the first): nothing of the previous one may show, least of all its patient
+      this.plan = null;
+      this.estimate = null;
+      this.confirmed = null;
+      this.lastEstimateAt = 0;
+      this.nextEventIndex = 0n;
+      $("events").replaceChildren();
+      $("alerts").replaceChildren();
+      this.clearPicture();
+    }
     this.clearActionError();
     sessionStorage.setItem(SESSION_KEY, s.sessionId);
     document.body.dataset.screen = "session";
@@ -334,7 +345,7 @@ export class TabletApp {
     void this.watchEstimates(s.sessionId, abort.signal);
     void this.watchEvents(s.sessionId, abort.signal);
     void this.refreshPictures(s.sessionId, abort.signal);
-    if (s.confirmed) void this.loadConfirmed(s.sessionId, abort.signal);
+    if (s.confirmed && !same) void this.loadConfirmed(s.sessionId, abort.signal);
     this.renderPlan();
   }
 
@@ -358,10 +369,20 @@ export class TabletApp {
     }
   }
 
+  private clearPicture(): void {
+    const img = $("live") as HTMLImageElement;
+    img.removeAttribute("src");
+    if (this.pictureUrl) URL.revokeObjectURL(this.pictureUrl);
+    this.pictureUrl = null;
+    this.lastPictureAt = 0;
+    $("live-frame").textContent = "";
+  }
+
   private leaveSession(message?: string): void {
     this.sessionAbort?.abort();
     this.sessionAbort = null;
     this.session = null;
+    this.clearPicture();
     sessionStorage.removeItem(SESSION_KEY);
     document.body.dataset.screen = "start";
     if (message) this.showActionError(message);
@@ -399,6 +420,7 @@ export class TabletApp {
         for await (const est of this.client.watchEstimates({ sessionId, includePreview: true }, { signal })) {
           failures = 0;
           this.estimate = est;
+          this.lastEstimateAt = Date.now();
           this.estimatesSeen += 1;
           this.newEstimate?.();
           if (est.preview) this.plan = est.preview;
@@ -441,12 +463,13 @@ export class TabletApp {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        this.newEstimate = null;
+        signal.removeEventListener("abort", done);
+        if (this.newEstimate === done) this.newEstimate = null;
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.newEstimate = done;
-      signal.addEventListener("abort", done);
+      signal.addEventListener("abort", done, { once: true });
     });
   }
 
@@ -466,7 +489,16 @@ export class TabletApp {
         const url = URL.createObjectURL(new Blob([o.jpeg as BlobPart], { type: "image/jpeg" }));
         const next = new Image();
         next.src = url;
-        await next.decode();
+        try {
+          await next.decode();
+        } catch (e) {
+          URL.revokeObjectURL(url);
+          throw e;
+        }
+        if (signal.aborted) {
+          URL.revokeObjectURL(url); // a late picture of a session this tab has left
+          return;
+        }
         img.src = url;
         img.width = o.widthPx;
         img.height = o.heightPx;
@@ -495,6 +527,7 @@ export class TabletApp {
   }
 
   private renderStaleness(): void {
+    if (this.session) this.renderPlan();
     const stale = this.session !== null && this.lastPictureAt > 0 && Date.now() - this.lastPictureAt > STALE_PICTURE_MS;
     $("live-stale").hidden = !stale;
     if (stale) $("live-stale").textContent = `Live view not updated for ${((Date.now() - this.lastPictureAt) / 1000).toFixed(0)} s`;
@@ -513,7 +546,14 @@ export class TabletApp {
     $("moving").hidden = !st?.moving;
   }
 
+  /** The live plan is no longer current: the server is unreachable or no estimate came for 2 s. */
+  private planStale(): boolean {
+    return this.unreachable || this.lastEstimateAt === 0 || Date.now() - this.lastEstimateAt > STALE_PICTURE_MS;
+  }
+
   private renderPlan(): void {
+    // a confirmed plan stands only while the live plan has no error (PATIENT_MOVED, PLAN_INVALID, ...)
+    if (this.confirmed && this.plan?.checks.some((c) => c.severity === "error")) this.confirmed = null;
     const p = this.confirmed?.plan ?? this.plan;
     const root = $("plan");
     root.dataset.frame = p ? String(p.frameNumber) : "";
@@ -547,11 +587,14 @@ export class TabletApp {
     this.renderChecks(p?.checks ?? []);
     const error = (p?.checks ?? []).find((x) => x.severity === "error");
     const confirm = $("confirm-button") as HTMLButtonElement;
-    confirm.disabled = this.busy || !p || !p.ok || error !== undefined || this.confirmed !== null;
+    const stale = this.planStale();
+    confirm.disabled = this.busy || !p || !p.ok || error !== undefined || this.confirmed !== null || stale;
     $("confirm-why").textContent = this.confirmed
       ? "Confirmed. Motion since confirmation is reported here."
       : !p
         ? "No plan yet."
+        : stale
+          ? "Cannot confirm: the live plan is not current (waiting for the server)."
         : error
           ? `Cannot confirm: ${error.code} (see the red check).`
           : !p.ok
@@ -589,11 +632,14 @@ export class TabletApp {
   private async confirm(): Promise<void> {
     if (!this.session) return;
     this.setBusy(true);
+    this.invalidatedSinceConfirm = false;
     try {
-      this.confirmed = await this.client.confirmPlan(
+      const confirmed = await this.client.confirmPlan(
         { sessionId: this.session.sessionId, note: "" },
         { timeoutMs: 10000 },
       );
+      // a move reported while the answer was on its way makes the confirmation void at once
+      this.confirmed = this.invalidatedSinceConfirm ? null : confirmed;
       this.clearActionError();
     } catch (e) {
       this.showActionError(describeError(e));
@@ -617,6 +663,7 @@ export class TabletApp {
     if (ev.kind === "PATIENT_MOVED" || ev.kind === "PLAN_INVALID") {
       // the confirmed plan no longer holds: planning goes on from the live preview
       this.confirmed = null;
+      this.invalidatedSinceConfirm = true;
       this.renderPlan();
     }
     // Before confirmation only what needs action now becomes a banner; after it, every motion event does.

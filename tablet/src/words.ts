@@ -113,9 +113,14 @@ export function patientWords(position: string, arms: string, positionConfidence:
 export function eventHeadline(kind: string, displacementMm: Record<string, number>): string {
   switch (kind) {
     case "PATIENT_MOVED": {
-      const total = Math.hypot(...Object.values(displacementMm));
-      return Number.isFinite(total) && total > 0
-        ? `Patient moved ${Math.round(total)} mm since confirmation`
+      // the largest component, as the service's own sentence names it
+      const [dir, mm] = Object.entries(displacementMm).reduce<[string, number]>(
+        (best, [k, v]) => (Number.isFinite(v) && Math.abs(v) > Math.abs(best[1]) ? [k, v] : best),
+        ["", 0],
+      );
+      const words: Record<string, string> = { sideways: "sideways", along_the_table: "along the table", height: "in height" };
+      return mm !== 0
+        ? `Patient moved ${Math.round(Math.abs(mm))} mm ${words[dir] ?? dir} since confirmation`
         : "Patient moved since confirmation";
     }
     case "PATIENT_MOVING":

@@ -50,7 +50,11 @@ test("patient, events and retries", () => {
   assert.equal(patientWords("HFS", "raised", 0.9), "Head first, supine (HFS), arms raised above the head");
   assert.equal(patientWords("FFP", "", 0.4), "Feet first, prone (FFP) (uncertain)");
   assert.equal(patientWords("", "", 0), "No patient perceived");
-  assert.equal(eventHeadline("PATIENT_MOVED", { sideways: 23, along_the_table: 12 }), "Patient moved 26 mm since confirmation");
+  assert.equal(
+    eventHeadline("PATIENT_MOVED", { sideways: -23.4, along_the_table: 12 }),
+    "Patient moved 23 mm sideways since confirmation",
+  );
+  assert.equal(eventHeadline("PATIENT_MOVED", {}), "Patient moved since confirmation");
   assert.equal(eventSeverity("PATIENT_MOVED"), "error");
   assert.equal(eventSeverity("CAMERA_BACK"), "info");
   assert.deepEqual([1, 2, 3, 4, 5, 9].map(retryDelayMs), [500, 1000, 2000, 4000, 5000, 5000]);

@@ -253,3 +253,43 @@ def test_a_table_lost_for_a_few_frames_is_held_and_named_then_lost(sim_frame, re
         p.perceive(good.frame, good.calibration)
         p.reset()
         assert p.perceive(office, cal).status is PerceptionStatus.NO_TABLE
+
+
+@needs_scene_net
+def test_concurrent_landmarks_give_every_frame_recent_mediapipe_landmarks(sim_frame):
+    import dataclasses
+
+    frames = [sim_frame("hfs-arms-up", 4, i) for i in range(3)]
+    with Perceiver(settings=PerceiverSettings(landmarks="fused", track=False)) as p:
+        alone = [p.perceive(s.frame, s.calibration) for s in frames]
+    import torch
+
+    live = PerceiverSettings(landmarks="fused", track=False, concurrent_landmarks=True, torch_threads=1)
+    threads = torch.get_num_threads()
+    try:
+        with Perceiver(settings=live) as p:
+            states = [p.perceive(s.frame, s.calibration) for s in frames]
+            # a frame far later than the newest result waits for the run in progress instead of using it
+            late = dataclasses.replace(frames[0].frame, timestamp_ms=frames[0].frame.timestamp_ms + 10_000.0)
+            states.append(p.perceive(late, frames[0].calibration))
+    finally:
+        torch.set_num_threads(threads)  # process-wide: the other tests run as shipped
+    for s, a in zip(states, alone + alone[:1], strict=True):
+        assert s.landmark_backends == "mediapipe_pose+scene_net"  # the first frame waited for its own
+        assert s.patient_position == a.patient_position and s.arms == a.arms
+        for name in ("left_shoulder", "right_hip", "nose"):
+            assert np.linalg.norm(s.landmark(name) - a.landmark(name)) < 15.0, name
+    # the first frame's landmarks are its own: as the frame perceived alone (to the float rounding of one
+    # PyTorch thread against two)
+    for name in alone[0].landmarks_mm:
+        np.testing.assert_allclose(states[0].landmark(name), alone[0].landmark(name), atol=1e-3)
+
+
+def test_live_settings_turn_the_speed_ups_on_and_the_baseline_off():
+    from positioning.perception.pipeline import site_settings
+
+    live = site_settings("fused", live=True)
+    assert live.concurrent_landmarks and live.torch_threads == 1
+    assert not site_settings("fused").concurrent_landmarks
+    base = live.baseline()
+    assert not base.concurrent_landmarks and base.torch_threads == 2

@@ -195,6 +195,59 @@ def test_the_app_is_served_with_a_strict_policy_and_nothing_outside_it(make_serv
     conn.close()
 
 
+def test_a_page_on_another_domain_cannot_reach_the_port(make_server):
+    # DNS rebinding: a page whose domain now resolves to this machine sends its own name as Host
+    server = make_server(http_port=0, http_allowed_hosts=("ct3-positioning.hospital.example",))
+    port = server.gateway.port
+    for host, allowed in (
+        ("evil.example", False),
+        (f"evil.example:{port}", False),
+        ("", False),
+        (f"127.0.0.1:{port}", True),
+        (f"[::1]:{port}", True),
+        (f"localhost:{port}", True),
+        ("CT3-Positioning.hospital.example.", True),
+    ):
+        r, data = _post(port, "ListProtocols", pb2.ListProtocolsRequest(), {"Host": host})
+        assert (r.status == 200) is allowed, (host, r.status)
+        if not allowed:
+            assert r.status == 421 and b"--http-allowed-host" in data
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/", headers={"Host": "evil.example"})
+    assert conn.getresponse().status == 421
+    conn.close()
+
+
+def test_odd_requests_are_refused_without_hanging_or_dropping(make_server, tmp_path):
+    app = tmp_path / "dist"
+    app.mkdir()
+    (app / "index.html").write_text("<!doctype html>")
+    server = make_server(http_port=0, tablet_dir=app)
+    conn = http.client.HTTPConnection("127.0.0.1", server.gateway.port, timeout=10)
+    conn.request("GET", "/a%00b")
+    r = conn.getresponse()
+    assert r.status == 404 and r.read() == b"not found\n"
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.gateway.port, timeout=10)
+    conn.putrequest("POST", SERVICE + "ListProtocols")
+    conn.putheader("Content-Type", "application/grpc-web+proto")
+    conn.putheader("Content-Length", "-1")
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 411
+    conn.close()
+
+
+def test_a_gateway_never_started_stops_at_once():
+    from positioning.service.grpcweb import GrpcWebGateway
+
+    gw = GrpcWebGateway("unix:/nonexistent/grpc.sock", {}, port=0)
+    t = threading.Thread(target=gw.stop)
+    t.start()
+    t.join(5)
+    assert not t.is_alive()
+
+
 def test_an_unbuilt_app_says_how_to_build_it(make_server, tmp_path):
     server = make_server(http_port=0, tablet_dir=tmp_path / "nothing")
     conn = http.client.HTTPConnection("127.0.0.1", server.gateway.port, timeout=10)
