@@ -64,7 +64,9 @@ def _run(
     if baseline:
         settings = settings.baseline()
     opened = open_source(f"sim:{RESOLUTION_SCENARIOS[resolution]}", frames=frames)
-    hub = CameraHub(opened, perceiver_settings=settings, preview_interval_s=0.1)
+    hub = CameraHub(
+        opened, perceiver_settings=settings, preview_interval_s=0.1, concurrent_preview=not baseline
+    )
     estimates: list[Any] = []
     recording = threading.Event()
 

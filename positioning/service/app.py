@@ -76,6 +76,7 @@ def build_server(s: AppSettings) -> Server:
             opened,
             perceiver_settings=perceiver_settings,
             preview_interval_s=s.preview_interval_s,
+            concurrent_preview=True,
             on_session_started=None
             if audit is None
             else lambda session: audit.session_started(

@@ -106,6 +106,8 @@ class CameraHub:
         preview_interval_s: shortest time between plan previews.
         on_session_started, on_confirmed, on_session_ended: called after each (the audit store).
         retry_s: pause after a failed read before trying again.
+        concurrent_preview: plan previews on a worker thread (see :class:`Session`): a live camera's
+            speed-up.
     """
 
     def __init__(
@@ -119,9 +121,11 @@ class CameraHub:
         on_confirmed: Callable[[Session, ConfirmedPlan], None] | None = None,
         on_session_ended: Callable[[Session], None] | None = None,
         retry_s: float = 0.2,
+        concurrent_preview: bool = False,
     ) -> None:
         from positioning.perception.pipeline import Perceiver
 
+        self.concurrent_preview = concurrent_preview
         self.opened = opened
         self.perceiver = Perceiver(settings=perceiver_settings)
         self.plan_settings = plan_settings
@@ -263,6 +267,7 @@ class CameraHub:
                 perceiver=self.perceiver,
                 plan_settings=self.plan_settings,
                 preview_interval_s=self.preview_interval_s,
+                concurrent_preview=self.concurrent_preview,
             )
             self._sessions[session.id] = session
             self._active = session

@@ -27,8 +27,10 @@ the camera, the monotonic clock in ms); ``confirmed_at`` is UTC.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
+import logging
 import math
 import threading
 import time
@@ -39,6 +41,8 @@ from typing import Any
 
 from positioning.errors import PositioningError
 from positioning.frames import Calibration, RGBDFrame
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "EVENT_KINDS",
@@ -195,6 +199,11 @@ class Session:
         preview_interval_s: shortest time between plan previews (None: no previews; :meth:`plan` still
             plans on request).
         session_id: the session's identity (default: a new UUID).
+        concurrent_preview: a live stream's speed-up: previews are planned on a worker thread while the
+            camera's thread goes on to the next frame; an estimate carries the preview finished since the
+            one before (None otherwise), and motion since confirmation is judged on each preview as it
+            finishes. Off (every preview planned on its own frame, before the estimate returns) for
+            recordings and evaluation.
 
     Raises:
         ProtocolError: the protocol does not exist or is invalid (before any frame is read).
@@ -211,6 +220,7 @@ class Session:
         plan_settings: Any | None = None,
         preview_interval_s: float | None = 0.1,
         session_id: str | None = None,
+        concurrent_preview: bool = False,
     ) -> None:
         from positioning.perception.pipeline import Perceiver
         from positioning.planning.plan import DEFAULT_PLAN_SETTINGS
@@ -236,6 +246,13 @@ class Session:
         self.confirmed: ConfirmedPlan | None = None
         self.frames_processed = 0
         self._last_preview_s: float | None = None
+        self._preview_pool = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="preview")
+            if concurrent_preview
+            else None
+        )
+        self._preview_running: concurrent.futures.Future | None = None
+        self._preview_fresh: Any | None = None  # finished on the worker, not yet on an estimate
         self._events: list[SessionEvent] = []
         self._cond = threading.Condition()
         # one frame, plan or confirmation at a time: the camera's thread and the clients' threads share it
@@ -269,10 +286,16 @@ class Session:
                 and (self._last_preview_s is None or now - self._last_preview_s >= self.preview_interval_s)
             )
         )
-        if due:
+        if due and self._preview_pool is None:
             preview = self._make_plan(state)
             self._last_preview_s = now
             self.latest_preview = preview
+        elif due and (self._preview_running is None or self._preview_running.done()):
+            self._last_preview_s = now
+            self._preview_running = self._preview_pool.submit(self._preview_job, state, self.confirmed)
+        if self._preview_pool is not None:
+            with self._cond:
+                preview, self._preview_fresh = self._preview_fresh, None
         processing_ms = (time.perf_counter() - t0) * 1000.0
         latency_ms = (time.monotonic_ns() - frame.received_ns) / 1e6 if frame.received_ns else float("nan")
         estimate = Estimate(
@@ -281,8 +304,25 @@ class Session:
         with self._cond:
             self.latest = estimate
             self.frames_processed += 1
-        self._watch(state, preview)
+        self._watch_state(state)
+        if self._preview_pool is None:
+            self._watch_preview(state, preview)
         return estimate
+
+    def _preview_job(self, state: Any, confirmed: ConfirmedPlan | None) -> None:
+        """A preview on the worker thread (``concurrent_preview``), against the confirmation of its frame."""
+        try:
+            preview = self._make_plan(state, confirmed=confirmed)
+        except Exception:  # a preview that fails must not stop the next ones
+            _log.exception("plan preview failed on frame %s", state.frame_number)
+            return
+        with self._cond:
+            if self._closed:
+                return
+            self.latest_preview = preview
+            self._preview_fresh = preview
+        if self.confirmed is confirmed:  # not a preview against a confirmation that has since changed
+            self._watch_preview(state, preview)
 
     def camera_lost(self, reason: str) -> None:
         """The camera delivers no frames (logged once per loss)."""
@@ -301,12 +341,17 @@ class Session:
         scan_range_mm: tuple[float, float] | None = None,
         *,
         against_confirmed: bool = True,
+        confirmed: ConfirmedPlan | bool | None = True,
     ) -> Any:
-        """Plan ``state``; ``against_confirmed``: compare the body with the confirmed plan's (motion)."""
+        """Plan ``state``; ``against_confirmed``: compare the body with the confirmed plan's (motion);
+        ``confirmed``: that confirmation (True: the session's current one)."""
         from positioning.planning.plan import make_plan
 
         assert self.protocol is not None
-        confirmed = self.confirmed if against_confirmed else None
+        if confirmed is True:
+            confirmed = self.confirmed
+        if not against_confirmed:
+            confirmed = None
         return make_plan(
             state,
             self.protocol,
@@ -418,7 +463,8 @@ class Session:
             self._active.discard(kind)
         return False
 
-    def _watch(self, state: Any, preview: Any | None) -> None:
+    def _watch_state(self, state: Any) -> None:
+        """Events of the perceived frame: motion now, a second person."""
         t, n = state.timestamp_ms, state.frame_number
         if self._rising("PATIENT_MOVING", bool(getattr(state, "moving", False))):
             self._append("PATIENT_MOVING", "The patient is moving.", t, n, motion_mm=float(state.motion_mm))
@@ -427,6 +473,10 @@ class Session:
         )
         if self._rising("SECOND_PERSON", second):
             self._append("SECOND_PERSON", "A second person is in the camera's view.", t, n)
+
+    def _watch_preview(self, state: Any, preview: Any | None) -> None:
+        """Events of a preview after confirmation: the patient moved, the plan no longer valid."""
+        t, n = state.timestamp_ms, state.frame_number
         if self.confirmed is None or preview is None:
             return
         moved = next((c for c in preview.checks if str(c.code) == "PATIENT_MOVED"), None)
@@ -479,6 +529,8 @@ class Session:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self._preview_pool is not None:
+            self._preview_pool.shutdown(wait=True, cancel_futures=True)
         if self._owns_perceiver:
             self.perceiver.close()
 

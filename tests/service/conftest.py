@@ -27,7 +27,13 @@ def room_cache(tmp_path_factory) -> Path:
 
 
 def _make(
-    room_cache: Path, events: tuple[RoomEvent, ...] = (), *, audit=None, landmarks: str = "depth", **settings
+    room_cache: Path,
+    events: tuple[RoomEvent, ...] = (),
+    *,
+    audit=None,
+    landmarks: str = "depth",
+    live: bool = False,
+    **settings,
 ) -> Server:
     room = SimulatedRoomSource(SCENARIO, frames=FRAMES, events=events, cache=room_cache, timeout_s=0.1)
     opened = OpenedSource(
@@ -38,8 +44,10 @@ def _make(
     )
     hub = CameraHub(
         opened,
-        perceiver_settings=PerceiverSettings(landmarks=landmarks),
+        # live: the camera's speed-ups of positioning serve (concurrent landmarks and previews)
+        perceiver_settings=PerceiverSettings(landmarks=landmarks, concurrent_landmarks=live),
         preview_interval_s=0.0,
+        concurrent_preview=live,
         on_session_started=None
         if audit is None
         else lambda s: audit.session_started(s, source="sim", calibration_path=room.calibration_path),
@@ -51,15 +59,20 @@ def _make(
 
 @pytest.fixture
 def make_server(room_cache) -> Iterator[Callable[..., Server]]:
-    """``make_server(events=(), audit=None, landmarks="depth", **server_settings)``: a started server
-    (depth-only landmarks by default: faster), stopped after the test
+    """``make_server(events=(), audit=None, landmarks="depth", live=False, **server_settings)``: a started
+    server (depth-only landmarks by default: faster), stopped after the test
     (a server with an active session perceives every frame: left running, it would slow the others)."""
     servers: list[Server] = []
 
     def make(
-        events: tuple[RoomEvent, ...] = (), *, audit=None, landmarks: str = "depth", **settings
+        events: tuple[RoomEvent, ...] = (),
+        *,
+        audit=None,
+        landmarks: str = "depth",
+        live: bool = False,
+        **settings,
     ) -> Server:
-        server = _make(room_cache, events, audit=audit, landmarks=landmarks, **settings)
+        server = _make(room_cache, events, audit=audit, landmarks=landmarks, live=live, **settings)
         servers.append(server)
         return server
 

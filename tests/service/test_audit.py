@@ -83,7 +83,9 @@ def test_the_server_records_sessions_and_confirmations(make_server, tmp_path, wa
         c.confirm(
             s.session_id,
             operator="rt.jones",
-            scan_range_mm=(plan.scan_range.start_mm - 20, plan.scan_range.end_mm),
+            # widened at both ends: confirmation plans on a later frame, whose anatomical range may differ
+            # by the frame-to-frame jitter of depth-only landmarks (seen: 11 mm)
+            scan_range_mm=(plan.scan_range.start_mm - 20, plan.scan_range.end_mm + 20),
             note="edited",
         )
         c.end_session(s.session_id)
