@@ -198,15 +198,22 @@ def test_limits_give_resource_exhausted(make_server, wait_for_plan):
         with pytest.raises(grpc.RpcError) as e:
             c.overlay(s.session_id)  # a PNG of about 500 kB
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        streams = [c.events(s.session_id, timeout_s=20) for _ in range(2)]
+        # two streams take both slots; a stream refused because a probe held a slot for a moment retries
+        stop = threading.Event()
+        open_streams: list = []
 
-        def drain(stream) -> None:
-            try:
-                list(stream)
-            except grpc.RpcError:
-                pass
+        def hold() -> None:
+            while not stop.is_set():
+                stream = c.events(s.session_id, timeout_s=20)
+                open_streams.append(stream)
+                try:
+                    list(stream)
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        return
+                time.sleep(0.05)
 
-        readers = [threading.Thread(target=drain, args=(st,)) for st in streams]
+        readers = [threading.Thread(target=hold) for _ in range(2)]
         for r in readers:
             r.start()
         refused = None
@@ -217,11 +224,12 @@ def test_limits_give_resource_exhausted(make_server, wait_for_plan):
                 time.sleep(0.2)
             except grpc.RpcError as e:
                 refused = e.code()
-        assert refused == grpc.StatusCode.RESOURCE_EXHAUSTED
-        for st in streams:
+        stop.set()
+        for st in open_streams:
             st.cancel()
         for r in readers:
             r.join(5)
+        assert refused == grpc.StatusCode.RESOURCE_EXHAUSTED
         deadline = time.monotonic() + 10  # cancelled streams free their slots within a wait period
         while True:
             try:
