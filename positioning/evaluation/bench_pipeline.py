@@ -46,6 +46,24 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": round(float(np.median(v)), 1), "p95": round(float(np.percentile(v, 95)), 1)}
 
 
+def _plan_medians(previews: Sequence[Any]) -> dict[str, float | None]:
+    """The previews' median isocenter, vertical move and range ends (a still patient: the run's answer, to
+    compare a run with its baseline)."""
+
+    def med(values: list[float]) -> float | None:
+        v = [x for x in values if x == x]
+        return round(float(np.median(v)), 1) if v else None
+
+    planned = [p for p in previews if p.isocenter is not None and p.scan_range is not None]
+    return {
+        "isocenter_x": med([float(p.isocenter.x_mm) for p in planned]),
+        "isocenter_z": med([float(p.isocenter.z_mm) for p in planned]),
+        "vertical_move": med([float(p.table_offset.vertical_mm) for p in planned if p.table_offset]),
+        "range_start": med([float(p.scan_range.start_mm) for p in planned]),
+        "range_end": med([float(p.scan_range.end_mm) for p in planned]),
+    }
+
+
 def _run(
     *,
     resolution: str,
@@ -95,6 +113,7 @@ def _run(
         hub.end_session(session.id)
     finally:
         hub.stop()
+    previews = [e.preview for e in estimates if e.preview is not None]
     stage_names = list(estimates[-1].state.timings_ms) if estimates else []
     stages = {k: _stats([e.state.timings_ms.get(k, float("nan")) for e in estimates]) for k in stage_names}
     width, height = (int(x) for x in resolution.split("x"))
@@ -110,6 +129,7 @@ def _run(
         "plan_preview_hz": round(sum(e.preview is not None for e in estimates) / elapsed, 1),
         "full_plan_ms": _stats(plan_ms),
         "stages_ms": stages,
+        "plan_median_mm": _plan_medians(previews),
         "frames": len(estimates),
         "image": [width, height],
     }
@@ -149,6 +169,8 @@ def format_run(r: dict[str, Any]) -> str:
         f"a full plan on request: {f(r['full_plan_ms'])} ms",
         "  stages (median / p95 ms): "
         + ", ".join(f"{k} {f(v)}" for k, v in r["stages_ms"].items() if k != "total"),
+        "  plan (median of the previews, mm): "
+        + ", ".join(f"{k} {v}" for k, v in r["plan_median_mm"].items()),
         f"  peak memory (process): {r['peak_rss_mb']} MB",
     ]
     return "\n".join(lines)

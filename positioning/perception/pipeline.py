@@ -25,7 +25,7 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +176,8 @@ def apply_landmark_correction(
     return landmarks.replace(points_mm=points)
 
 
+#: :meth:`SceneOutput.sampler`'s function: a grid at one frame's points.
+_Sampler = Callable[..., np.ndarray]
 #: What :meth:`Perceiver._mediapipe` returns.
 _LandmarkResult = tuple[
     "Landmarks3D | None", "OrientationResult | None", "ArmStateResult | None", dict[str, str]
@@ -212,6 +214,19 @@ class PerceiverSettings:
             (of a frame at most ``landmarks_max_age_ms`` older; older, the frame waits for the run in
             progress). Off for recordings and evaluation, where every frame has its own landmarks.
         landmarks_max_age_ms: see ``concurrent_landmarks``.
+        landmarks_min_interval_ms: with ``concurrent_landmarks``, a new MediaPipe run starts at most this
+            often (frame time): the colour landmarks at about 6 per second leave the cores to the depth path,
+            which gives every frame its own landmarks.
+        track_table_frames: a live stream's speed-up: the table found in a frame is kept for up to this many
+            frames (0: found in every frame) while the surface the scene network sees as the support still
+            lies on its plane: the share of support points within ``max(6 mm, 3 rms) + sagitta`` of it no
+            more than 0.15 below the share when it was found, and their number within a factor of two.
+            Any failure, the count reached, :meth:`Perceiver.forget_table` (the console reported a table
+            move) or a new patient finds it afresh.
+        max_pixels: for large images, the strides grow (both by the same factor) until the segmented image
+            has at most this many pixels (0: ``stride`` always). Not a live default: every second pixel of
+            a D455's 1280x720 moved the planned isocenter by 15 mm sideways and 13 mm vertically on the
+            ``tilted-d455`` room (the isocenter's slice features depend on the points' density).
         torch_threads: PyTorch's threads for the networks (process-wide; None: leave as loaded, 2). A
             live stream uses 1: the camera thread, the landmarks worker and the gRPC threads already share
             two cores, and two more threads per convolution only make them wait for each other.
@@ -230,12 +245,26 @@ class PerceiverSettings:
     table_disagree_mm: float = 12.0
     hold_table_frames: int = 5
     concurrent_landmarks: bool = False
-    landmarks_max_age_ms: float = 250.0
+    landmarks_max_age_ms: float = 400.0
+    landmarks_min_interval_ms: float = 150.0
+    track_table_frames: int = 0
+    max_pixels: int = 0
     torch_threads: int | None = None
 
     def baseline(self) -> PerceiverSettings:
         """These settings with every live speed-up off (``positioning bench pipeline --baseline``)."""
-        return dataclasses.replace(self, concurrent_landmarks=False, torch_threads=2)
+        return dataclasses.replace(
+            self, concurrent_landmarks=False, track_table_frames=0, max_pixels=0, torch_threads=2
+        )
+
+    def strides_for(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """``(stride, table_stride)`` for an image of ``shape`` (see ``max_pixels``)."""
+        factor = 1
+        if self.max_pixels > 0:
+            h, w = shape
+            while (h // (self.stride * factor)) * (w // (self.stride * factor)) > self.max_pixels:
+                factor += 1
+        return self.stride * factor, self.table_stride * factor
 
     def __post_init__(self) -> None:
         if self.table_height not in ("geometry", "network", "blend"):
@@ -261,6 +290,7 @@ def site_settings(
         landmarks=landmarks,
         table_model=table_model,
         concurrent_landmarks=live,
+        track_table_frames=15 if live else 0,
         torch_threads=1 if live else None,
     )
 
@@ -317,6 +347,9 @@ class Perceiver:
         self._lm_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lm_running: tuple[float, concurrent.futures.Future] | None = None
         self._lm_newest: tuple[float, _LandmarkResult] | None = None
+        self._lm_previous_frame: float | None = None
+        # table tracking: (table, frames kept, support points and their share on it when found)
+        self._tracked_table: tuple[TableEstimate, int, int, float] | None = None
 
     def __enter__(self) -> Perceiver:
         return self
@@ -338,6 +371,11 @@ class Perceiver:
         self.tracker.reset()
         self._held_table = None
         self._lm_newest = None
+        self._tracked_table = None
+
+    def forget_table(self) -> None:
+        """Find the table afresh in the next frame (the console reported that the table moved)."""
+        self._tracked_table = None
 
     @property
     def uses_scene(self) -> bool:
@@ -355,16 +393,21 @@ class Perceiver:
                 f"({frame.valid_fraction:.1%} valid pixels < {s.segmentation.min_valid_fraction:.0%})",
             )
             return PatientState(status=PerceptionStatus.NO_DEPTH, message=str(err), **base)
-        image = scanner_image(frame, calibration, stride=s.stride)
-        k = s.table_stride // s.stride
-        cloud = cloud_from_image(image[::k, ::k], image_shape=frame.intrinsics.shape, stride=s.table_stride)
-        scene = None
+        stride, table_stride = s.strides_for(frame.intrinsics.shape)
+        image = scanner_image(frame, calibration, stride=stride)
+        k = table_stride // stride
+        cloud = cloud_from_image(image[::k, ::k], image_shape=frame.intrinsics.shape, stride=table_stride)
+        scene = sample = None
         if self.scene_net is not None:
             scene = self.scene_net.predict(plan_view(cloud.points_mm, self.scene_net.plan_view))
+            sample = scene.sampler(cloud.points_mm)
         t["scene"] = time.perf_counter()
         held = None
         try:
-            table = self._table(cloud, scene)
+            table = self._keep_table(cloud, sample, scene)
+            if table is None:
+                table = self._table(cloud, scene, sample)
+                self._track_table(table, cloud, sample, scene)
         except PositioningError as e:
             status = PerceptionStatus(e.code) if e.code in PerceptionStatus.__members__ else None
             if status is None:
@@ -404,7 +447,7 @@ class Perceiver:
             image,
             table,
             image_shape=frame.intrinsics.shape,
-            stride=s.stride,
+            stride=stride,
             settings=s.segmentation,
             scene=scene,
         )
@@ -546,13 +589,52 @@ class Perceiver:
         self._held_table = (table, age + 1)
         return table
 
-    def _table(self, cloud: ScannerCloud, scene: SceneOutput | None) -> TableEstimate:
+    def _support_share(self, table: TableEstimate, support_mm: np.ndarray) -> float:
+        """The share of support points on ``table``'s plane (see ``track_table_frames``)."""
+        if len(support_mm) == 0:
+            return 0.0
+        h = support_mm @ np.asarray(table.normal, np.float64) + table.offset_mm
+        tol = max(6.0, 3.0 * table.rms_mm) + abs(table.sagitta_mm)
+        return float(np.mean(np.abs(h) < tol))
+
+    def _track_table(
+        self, table: TableEstimate, cloud: ScannerCloud, sample: _Sampler | None, scene: SceneOutput | None
+    ) -> None:
+        if not self.settings.track_table_frames or scene is None or sample is None:
+            return
+        support_mm = cloud.points_mm[sample(scene.prob("support")) > 0.5]
+        self._tracked_table = (table, 0, len(support_mm), self._support_share(table, support_mm))
+
+    def _keep_table(
+        self, cloud: ScannerCloud, sample: _Sampler | None, scene: SceneOutput | None
+    ) -> TableEstimate | None:
+        """The tracked table when it still holds (see ``track_table_frames``), else None."""
+        kept, self._tracked_table = self._tracked_table, None
+        if kept is None or scene is None or sample is None:
+            return None
+        table, age, n0, share0 = kept
+        if age + 1 >= self.settings.track_table_frames:
+            return None
+        support_mm = cloud.points_mm[sample(scene.prob("support")) > 0.5]
+        n = len(support_mm)
+        if n < max(200, n0 // 2) or n > 2 * n0:
+            return None
+        if self._support_share(table, support_mm) < share0 - 0.15:
+            return None
+        self._tracked_table = (table, age + 1, n0, share0)
+        return table
+
+    def _table(
+        self, cloud: ScannerCloud, scene: SceneOutput | None, sample: _Sampler | None = None
+    ) -> TableEstimate:
         """The table: on the surface the scene network sees the patient lying on (refined by geometry);
         geometry alone (:func:`find_table`) without the network or when its surface does not hold up."""
         if scene is not None:
-            support = scene.at(scene.prob("support"), cloud.points_mm) > 0.5
+            if sample is None:
+                sample = scene.sampler(cloud.points_mm)
+            support = sample(scene.prob("support")) > 0.5
             body = scene.prob("patient") + scene.prob("on_patient")
-            resting = scene.at(body, cloud.points_mm) > 0.5
+            resting = sample(body) > 0.5
             try:
                 table = table_on_support(
                     cloud,
@@ -617,11 +699,19 @@ class Perceiver:
             self._lm_newest = (started, future.result())
 
         collect(wait=False)
-        if self._lm_running is None:
+        last = self._lm_newest[0] if self._lm_newest is not None else None
+        due = last is None or not (0.0 <= now - last < self.settings.landmarks_min_interval_ms)
+        if self._lm_running is None and due:
             future = self._lm_pool.submit(self._mediapipe, frame, calibration, table, segment)
             self._lm_running = (now, future)
         newest = self._lm_newest
-        if newest is None or not (0.0 <= now - newest[0] <= self.settings.landmarks_max_age_ms):
+        previous, self._lm_previous_frame = self._lm_previous_frame, now
+        # fresh enough: within the age limit, or of the previous frame perceived (a slow stream)
+        fresh = newest is not None and (
+            0.0 <= now - newest[0] <= self.settings.landmarks_max_age_ms
+            or (previous is not None and previous <= newest[0] <= now)
+        )
+        if not fresh:
             collect(wait=True)
             newest = self._lm_newest
         assert newest is not None

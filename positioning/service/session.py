@@ -384,6 +384,8 @@ class Session:
         if not math.isfinite(v):
             raise ValueError(f"table_position_mm must be a finite number, got {table_position_mm!r}")
         with self._lock:
+            if self.table_position_mm is not None and abs(v - self.table_position_mm) > 1.0:
+                self.perceiver.forget_table()  # the table moved: find it afresh in the next frame
             self.table_position_mm = v
 
     def confirm(

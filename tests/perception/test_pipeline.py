@@ -293,3 +293,61 @@ def test_live_settings_turn_the_speed_ups_on_and_the_baseline_off():
     assert not site_settings("fused").concurrent_landmarks
     base = live.baseline()
     assert not base.concurrent_landmarks and base.torch_threads == 2
+
+
+@needs_scene_net
+def test_a_tracked_table_is_kept_while_it_holds_and_found_afresh_when_not(sim_frame):
+    same = [sim_frame("hfs-arms-up", 4, i) for i in range(3)]
+    other = sim_frame("hfs-arms-up", 7, 0)  # another session: another table height
+    with Perceiver(settings=PerceiverSettings(landmarks="depth", track_table_frames=3)) as p:
+        a, b = (p.perceive(s.frame, s.calibration) for s in same[:2])
+        assert b.table is a.table  # kept: the support still lies on its plane
+        p.forget_table()  # the console reported a table move
+        c = p.perceive(same[2].frame, same[2].calibration)
+        # found afresh (the densest layer of a still table's top has moved 5 mm from frame to frame)
+        assert c.table is not a.table and abs(c.table.top_z_mm - a.table.top_z_mm) < 8.0
+        d = p.perceive(other.frame, other.calibration)
+    with Perceiver(settings=PerceiverSettings(landmarks="depth", track=False)) as p:
+        alone = p.perceive(other.frame, other.calibration)
+    assert abs(alone.table.top_z_mm - a.table.top_z_mm) > 10.0, "the two sessions' tables must differ"
+    assert d.table is not c.table  # its support is off the tracked plane: found afresh
+    assert d.table.top_z_mm == pytest.approx(alone.table.top_z_mm, abs=1.0)
+
+
+def test_a_tracked_table_is_found_afresh_after_its_frame_count():
+    from positioning.perception.table import TableEstimate
+
+    p = Perceiver(
+        backends=[], scene_net=None, settings=PerceiverSettings(landmarks="mediapipe", track_table_frames=2)
+    )
+    table = TableEstimate(
+        normal=np.array([0.0, 0.0, 1.0]), offset_mm=100.0, top_z_mm=-100.0, x_min_mm=-250.0, x_max_mm=250.0,
+        y_min_mm=-2000.0, y_max_mm=0.0, y_min_seen=True, y_max_seen=True, inliers=5000, rms_mm=1.0,
+        area_mm2=1e6, pixels_vu=np.zeros((0, 2), int),
+    )  # fmt: skip
+    # a flat support of 1000 points 100 mm below the scanner's isocenter, on the tracked plane
+    xy = np.random.default_rng(0).uniform(-200, 200, (1000, 2))
+    points = np.column_stack([xy, np.full(1000, -100.0)])
+
+    class _Cloud:
+        points_mm = points
+
+    ones = lambda grid: np.ones(len(points), np.float32)  # noqa: E731 (every point is support)
+
+    class _Scene:
+        def prob(self, name):
+            return None
+
+    p._tracked_table = (table, 0, 1000, 1.0)
+    assert p._keep_table(_Cloud, ones, _Scene()) is table
+    assert p._keep_table(_Cloud, ones, _Scene()) is None  # the count reached: find it afresh
+    p._tracked_table = (table, 0, 1000, 1.0)
+    points[:, 2] += 30.0  # the support now lies 30 mm above the tracked plane
+    assert p._keep_table(_Cloud, ones, _Scene()) is None
+
+
+def test_strides_grow_only_for_large_images_when_asked():
+    assert PerceiverSettings().strides_for((480, 848)) == (1, 2)
+    assert PerceiverSettings().strides_for((720, 1280)) == (1, 2)
+    capped = PerceiverSettings(max_pixels=848 * 480)
+    assert capped.strides_for((480, 848)) == (1, 2) and capped.strides_for((720, 1280)) == (2, 4)
