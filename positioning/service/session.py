@@ -532,7 +532,8 @@ class Session:
             self._closed = True
             self._cond.notify_all()
         if self._preview_pool is not None:
-            self._preview_pool.shutdown(wait=True, cancel_futures=True)
+            with self._lock:  # after the frame in progress (it may be handing the worker a preview)
+                self._preview_pool.shutdown(wait=True, cancel_futures=True)
         if self._owns_perceiver:
             self.perceiver.close()
 
