@@ -21,6 +21,7 @@ at one time. ``--json FILE`` writes the figures for other tools.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -46,7 +47,34 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": round(float(np.median(v)), 1), "p95": round(float(np.percentile(v, 95)), 1)}
 
 
-def _plan_medians(previews: Sequence[Any]) -> dict[str, float | None]:
+@dataclasses.dataclass(frozen=True)
+class _Figures:
+    """What the benchmark keeps of one estimate."""
+
+    timings_ms: dict[str, float]
+    processing_ms: float
+    latency_ms: float
+    plan: dict[str, float] | None  # the preview's figures (None: no preview on this estimate)
+
+
+_PLAN_KEYS = ("isocenter_x", "isocenter_z", "vertical_move", "range_start", "range_end")
+
+
+def _plan_figures(preview: Any | None) -> dict[str, float] | None:
+    if preview is None:
+        return None
+    nan = float("nan")
+    planned = preview.isocenter is not None and preview.scan_range is not None
+    return {
+        "isocenter_x": float(preview.isocenter.x_mm) if planned else nan,
+        "isocenter_z": float(preview.isocenter.z_mm) if planned else nan,
+        "vertical_move": float(preview.table_offset.vertical_mm) if preview.table_offset else nan,
+        "range_start": float(preview.scan_range.start_mm) if planned else nan,
+        "range_end": float(preview.scan_range.end_mm) if planned else nan,
+    }
+
+
+def _plan_medians(previews: Sequence[dict[str, float]]) -> dict[str, float | None]:
     """The previews' median isocenter, vertical move and range ends (a still patient: the run's answer, to
     compare a run with its baseline)."""
 
@@ -54,14 +82,7 @@ def _plan_medians(previews: Sequence[Any]) -> dict[str, float | None]:
         v = [x for x in values if x == x]
         return round(float(np.median(v)), 1) if v else None
 
-    planned = [p for p in previews if p.isocenter is not None and p.scan_range is not None]
-    return {
-        "isocenter_x": med([float(p.isocenter.x_mm) for p in planned]),
-        "isocenter_z": med([float(p.isocenter.z_mm) for p in planned]),
-        "vertical_move": med([float(p.table_offset.vertical_mm) for p in planned if p.table_offset]),
-        "range_start": med([float(p.scan_range.start_mm) for p in planned]),
-        "range_end": med([float(p.scan_range.end_mm) for p in planned]),
-    }
+    return {k: med([p[k] for p in previews]) for k in _PLAN_KEYS}
 
 
 def _run(
@@ -85,12 +106,16 @@ def _run(
     hub = CameraHub(
         opened, perceiver_settings=settings, preview_interval_s=0.1, concurrent_preview=not baseline
     )
-    estimates: list[Any] = []
+    # only the figures of each estimate are kept: its frame and state would hold ~4 MB each, and the
+    # process's peak memory is a figure of the server, not of this benchmark
+    estimates: list[_Figures] = []
     recording = threading.Event()
 
     def listen(e: Any) -> None:
         if recording.is_set():
-            estimates.append(e)
+            estimates.append(
+                _Figures(dict(e.state.timings_ms), e.processing_ms, e.latency_ms, _plan_figures(e.preview))
+            )
 
     hub.add_estimate_listener(listen)
     hub.start()
@@ -113,9 +138,9 @@ def _run(
         hub.end_session(session.id)
     finally:
         hub.stop()
-    previews = [e.preview for e in estimates if e.preview is not None]
-    stage_names = list(estimates[-1].state.timings_ms) if estimates else []
-    stages = {k: _stats([e.state.timings_ms.get(k, float("nan")) for e in estimates]) for k in stage_names}
+    previews = [e.plan for e in estimates if e.plan is not None]
+    stage_names = list(estimates[-1].timings_ms) if estimates else []
+    stages = {k: _stats([e.timings_ms.get(k, float("nan")) for e in estimates]) for k in stage_names}
     width, height = (int(x) for x in resolution.split("x"))
     return {
         "resolution": resolution,
@@ -126,7 +151,7 @@ def _run(
         "processed_fps": round(len(estimates) / elapsed, 1),
         "frame_ms": _stats([e.processing_ms for e in estimates]),
         "end_to_end_ms": _stats([e.latency_ms for e in estimates]),
-        "plan_preview_hz": round(sum(e.preview is not None for e in estimates) / elapsed, 1),
+        "plan_preview_hz": round(sum(e.plan is not None for e in estimates) / elapsed, 1),
         "full_plan_ms": _stats(plan_ms),
         "stages_ms": stages,
         "plan_median_mm": _plan_medians(previews),
@@ -142,12 +167,20 @@ def benchmark_pipeline(
     landmarks: str = "fused",
     frames: int = 15,
     baseline: bool = False,
+    warmup_s: float = 4.0,
 ) -> list[dict[str, Any]]:
     """Run the benchmark (and its baseline first, when asked); returns one figures dict per run."""
     runs = []
     for base in [True, False] if baseline else [False]:
         runs.append(
-            _run(resolution=resolution, seconds=seconds, landmarks=landmarks, frames=frames, baseline=base)
+            _run(
+                resolution=resolution,
+                seconds=seconds,
+                landmarks=landmarks,
+                frames=frames,
+                baseline=base,
+                warmup_s=warmup_s,
+            )
         )
     peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
     for r in runs:

@@ -1,0 +1,36 @@
+"""``positioning bench pipeline`` on a short run: the figures it promises are there and make sense (the
+benchmark prints the times; this checks its behaviour, not any speed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from positioning.evaluation.bench_pipeline import benchmark_pipeline, format_run
+
+
+@pytest.fixture
+def torch_threads_restored():
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # the live run sets one thread, process-wide
+
+
+def test_a_short_run_and_its_baseline(tmp_path, monkeypatch, torch_threads_restored):
+    monkeypatch.setenv("POSITIONING_CACHE", str(tmp_path / "cache"))
+    base, live = benchmark_pipeline(seconds=3.0, landmarks="depth", frames=3, baseline=True, warmup_s=1.0)
+    assert base["baseline"] and not live["baseline"]
+    for r in (base, live):
+        assert 20.0 <= r["offered_fps"] <= 40.0  # the camera's 30 frames/s, read or skipped
+        assert 0.0 < r["processed_fps"] <= r["offered_fps"]
+        assert r["frame_ms"]["median"] > 0 and r["frame_ms"]["p95"] >= r["frame_ms"]["median"]
+        assert {"scene", "segmentation", "profile", "total"} <= set(r["stages_ms"])
+        assert r["full_plan_ms"]["median"] > 0 and r["peak_rss_mb"] > 0
+        assert "frames per second" in format_run(r)
+    # the same still patient, planned with and without the speed-ups
+    for k, v in base["plan_median_mm"].items():
+        assert live["plan_median_mm"][k] == pytest.approx(v, abs=5.0), k
+    json.dumps([base, live])
