@@ -93,6 +93,7 @@ def _run(
     frames: int,
     baseline: bool,
     warmup_s: float = 4.0,
+    preview_interval_s: float = 0.1,
 ) -> dict[str, Any]:
     from positioning.camera.source import open_source
     from positioning.perception.pipeline import site_settings
@@ -104,7 +105,10 @@ def _run(
         settings = settings.baseline()
     opened = open_source(f"sim:{RESOLUTION_SCENARIOS[resolution]}", frames=frames)
     hub = CameraHub(
-        opened, perceiver_settings=settings, preview_interval_s=0.1, concurrent_preview=not baseline
+        opened,
+        perceiver_settings=settings,
+        preview_interval_s=preview_interval_s,
+        concurrent_preview=not baseline,
     )
     # only the figures of each estimate are kept: its frame and state would hold ~4 MB each, and the
     # process's peak memory is a figure of the server, not of this benchmark
@@ -168,6 +172,7 @@ def benchmark_pipeline(
     frames: int = 15,
     baseline: bool = False,
     warmup_s: float = 4.0,
+    preview_interval_s: float = 0.1,
 ) -> list[dict[str, Any]]:
     """Run the benchmark (and its baseline first, when asked); returns one figures dict per run."""
     runs = []
@@ -180,6 +185,7 @@ def benchmark_pipeline(
                 frames=frames,
                 baseline=base,
                 warmup_s=warmup_s,
+                preview_interval_s=preview_interval_s,
             )
         )
     peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
@@ -216,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--landmarks", default="fused", choices=LANDMARK_MODES)
     parser.add_argument("--frames", type=int, default=15, help="frames per simulated clip")
     parser.add_argument("--baseline", action="store_true", help="also run with the speed-ups off, first")
+    parser.add_argument(
+        "--preview-interval",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="shortest time between plan previews (serve's default 0.1 s)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures (a list of runs)")
     args = parser.parse_args(argv)
     runs = benchmark_pipeline(
@@ -224,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         landmarks=args.landmarks,
         frames=args.frames,
         baseline=args.baseline,
+        preview_interval_s=args.preview_interval,
     )
     for r in runs:
         print(format_run(r))
