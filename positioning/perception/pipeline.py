@@ -370,7 +370,10 @@ class Perceiver:
         """Forget the stream (a new patient)."""
         self.tracker.reset()
         self._held_table = None
+        # a run in flight is of the previous patient: it finishes on the worker, its result is never used
+        self._lm_running = None
         self._lm_newest = None
+        self._lm_previous_frame = None
         self._tracked_table = None
 
     def forget_table(self) -> None:

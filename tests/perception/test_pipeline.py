@@ -351,3 +351,29 @@ def test_strides_grow_only_for_large_images_when_asked():
     assert PerceiverSettings().strides_for((720, 1280)) == (1, 2)
     capped = PerceiverSettings(max_pixels=848 * 480)
     assert capped.strides_for((480, 848)) == (1, 2) and capped.strides_for((720, 1280)) == (2, 4)
+
+
+@needs_scene_net
+def test_a_new_patient_never_gets_the_previous_patients_landmarks(sim_frame):
+    import dataclasses
+
+    import torch
+
+    a, b = sim_frame("hfs-arms-up", 4, 0), sim_frame("ffs-arms-up", 2, 0)
+    with Perceiver(settings=PerceiverSettings(landmarks="fused", track=False)) as p:
+        alone = p.perceive(b.frame, b.calibration)
+    threads = torch.get_num_threads()
+    live = PerceiverSettings(landmarks="fused", track=False, concurrent_landmarks=True)
+    try:
+        with Perceiver(settings=live) as p:
+            t0 = a.frame.timestamp_ms
+            p.perceive(a.frame, a.calibration)
+            # 200 ms later: a run on this frame starts on the worker, the first frame's result is used
+            p.perceive(dataclasses.replace(a.frame, timestamp_ms=t0 + 200.0), a.calibration)
+            p.reset()  # the next patient, while that run may still be in flight
+            state = p.perceive(dataclasses.replace(b.frame, timestamp_ms=t0 + 233.0), b.calibration)
+    finally:
+        torch.set_num_threads(threads)
+    assert state.patient_position == alone.patient_position
+    for name in ("left_shoulder", "right_hip", "nose"):
+        np.testing.assert_allclose(state.landmark(name), alone.landmark(name), atol=1e-3)
