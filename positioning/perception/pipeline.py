@@ -267,6 +267,12 @@ class PerceiverSettings:
         return self.stride * factor, self.table_stride * factor
 
     def __post_init__(self) -> None:
+        if self.landmarks_max_age_ms < self.landmarks_min_interval_ms:
+            raise ValueError(
+                f"landmarks_max_age_ms ({self.landmarks_max_age_ms}) must be at least "
+                f"landmarks_min_interval_ms ({self.landmarks_min_interval_ms}): a frame could otherwise find "
+                "no fresh result and no run due"
+            )
         if self.table_height not in ("geometry", "network", "blend"):
             raise ValueError(f"table_height must be geometry, network or blend, got {self.table_height!r}")
         if self.landmarks not in LANDMARK_MODES:
@@ -606,7 +612,10 @@ class Perceiver:
         if not self.settings.track_table_frames or scene is None or sample is None:
             return
         support_mm = cloud.points_mm[sample(scene.prob("support")) > 0.5]
-        self._tracked_table = (table, 0, len(support_mm), self._support_share(table, support_mm))
+        share = self._support_share(table, support_mm)
+        if share < 0.6:
+            return  # the support does not lie on this table (geometry alone chose it): no check could hold it
+        self._tracked_table = (table, 0, len(support_mm), share)
 
     def _keep_table(
         self, cloud: ScannerCloud, sample: _Sampler | None, scene: SceneOutput | None

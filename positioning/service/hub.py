@@ -228,7 +228,10 @@ class CameraHub:
             self._version += 1
             self._cond.notify_all()
         for listener in self._estimate_listeners:
-            listener(estimate)
+            try:
+                listener(estimate)
+            except Exception:  # a listener's fault is not the camera's
+                _log.exception("estimate listener %r failed", listener)
 
     def stop(self) -> None:
         """End every session, stop reading and release the camera; safe to call twice."""

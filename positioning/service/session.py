@@ -253,6 +253,9 @@ class Session:
         )
         self._preview_running: concurrent.futures.Future | None = None
         self._preview_fresh: Any | None = None  # finished on the worker, not yet on an estimate
+        # the confirmation and the judging of previews against it (the preview worker and confirm); never
+        # held while waiting for _lock
+        self._watch_lock = threading.Lock()
         self._events: list[SessionEvent] = []
         self._cond = threading.Condition()
         # one frame, plan or confirmation at a time: the camera's thread and the clients' threads share it
@@ -306,7 +309,8 @@ class Session:
             self.frames_processed += 1
         self._watch_state(state)
         if self._preview_pool is None:
-            self._watch_preview(state, preview)
+            with self._watch_lock:
+                self._watch_preview(state, preview)
         return estimate
 
     def _preview_job(self, state: Any, confirmed: ConfirmedPlan | None) -> None:
@@ -316,13 +320,18 @@ class Session:
         except Exception:  # a preview that fails must not stop the next ones
             _log.exception("plan preview failed on frame %s", state.frame_number)
             return
-        with self._cond:
-            if self._closed:
-                return
-            self.latest_preview = preview
-            self._preview_fresh = preview
-        if self.confirmed is confirmed:  # not a preview against a confirmation that has since changed
-            self._watch_preview(state, preview)
+        with self._watch_lock:
+            if self.confirmed is not confirmed:
+                return  # planned against a confirmation that has since changed: neither shown nor judged
+            with self._cond:
+                if self._closed:
+                    return
+                self.latest_preview = preview
+                self._preview_fresh = preview
+            try:
+                self._watch_preview(state, preview)
+            except Exception:
+                _log.exception("watching the preview of frame %s failed", state.frame_number)
 
     def camera_lost(self, reason: str) -> None:
         """The camera delivers no frames (logged once per loss)."""
@@ -440,10 +449,13 @@ class Session:
             scan_range_mm=scan_range_mm,
             note=note,
         )
-        self.confirmed = decision
-        self._active.discard("PATIENT_MOVED")
-        self._active.discard("PLAN_INVALID")
-        self._moved_run = 0
+        with self._watch_lock:  # no preview against the previous confirmation is published or judged after
+            self.confirmed = decision
+            self._active.discard("PATIENT_MOVED")
+            self._active.discard("PLAN_INVALID")
+            self._moved_run = 0
+            with self._cond:
+                self._preview_fresh = None
         return decision
 
     # -- events ------------------------------------------------------------------------------------
@@ -531,8 +543,8 @@ class Session:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._preview_pool is not None:
-            with self._lock:  # after the frame in progress (it may be handing the worker a preview)
+        with self._lock:  # after the frame in progress (it may be handing a worker a preview or landmarks)
+            if self._preview_pool is not None:
                 self._preview_pool.shutdown(wait=True, cancel_futures=True)
         if self._owns_perceiver:
             self.perceiver.close()

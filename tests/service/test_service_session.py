@@ -157,3 +157,35 @@ def test_a_waiting_reader_wakes_on_an_event_and_on_close(clips, perceiver):
     assert not reader.is_alive() and got[1] == []
     with pytest.raises(Exception, match="ended"):
         s.process(clips["still"][0])
+
+
+def test_concurrent_previews_judge_motion_and_never_outlive_a_reconfirmation(clips, perceiver):
+    session = Session(
+        SessionRequest(protocol="chest", expected_position="HFS"),
+        clips["calibration"],
+        perceiver=perceiver,
+        preview_interval_s=0.0,
+        concurrent_preview=True,
+    )
+
+    def process_until_previewed(frames) -> None:
+        for frame in frames:
+            session.process(frame)
+        deadline = time.monotonic() + 30
+        while not (session._preview_running is None or session._preview_running.done()):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    with session as s:
+        process_until_previewed(clips["still"] * 2)
+        assert s.latest_preview is not None and s.latest_preview.ok
+        first = s.confirm("rt.jones")
+        for _ in range(3):  # the worker judges each preview against the confirmation of its frame
+            process_until_previewed(clips["moved"])
+        assert [e.kind for e in s.events if e.kind == "PATIENT_MOVED"] == ["PATIENT_MOVED"]
+        state = s.latest.state
+        s.confirm("rt.jones")  # the technologist confirms the patient where they now lie
+        shown, n_events = s.latest_preview, len(s.events)
+        # a preview planned against the first confirmation that finishes only now is neither shown nor judged
+        s._preview_job(state, first)
+        assert s.latest_preview is shown and len(s.events) == n_events and s._preview_fresh is None
