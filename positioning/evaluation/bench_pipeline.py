@@ -30,21 +30,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from positioning.evaluation.figures import median_p95
 from positioning.perception.landmarks.base import LANDMARK_MODES
 
 __all__ = ["RESOLUTION_SCENARIOS", "benchmark_pipeline", "main"]
 
 #: The simulated scenario that gives each camera resolution.
 RESOLUTION_SCENARIOS: dict[str, str] = {"848x480": "hfs-arms-up", "1280x720": "tilted-d455"}
-
-
-def _stats(values: Sequence[float]) -> dict[str, float | None]:
-    v = [x for x in values if x == x]
-    if not v:
-        return {"median": None, "p95": None}
-    return {"median": round(float(np.median(v)), 1), "p95": round(float(np.percentile(v, 95)), 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +70,7 @@ def _plan_medians(previews: Sequence[dict[str, float]]) -> dict[str, float | Non
     """The previews' median isocenter, vertical move and range ends (a still patient: the run's answer, to
     compare a run with its baseline)."""
 
-    def med(values: list[float]) -> float | None:
-        v = [x for x in values if x == x]
-        return round(float(np.median(v)), 1) if v else None
-
-    return {k: med([p[k] for p in previews]) for k in _PLAN_KEYS}
+    return {k: median_p95([p[k] for p in previews])["median"] for k in _PLAN_KEYS}
 
 
 def _run(
@@ -144,7 +132,7 @@ def _run(
         hub.stop()
     previews = [e.plan for e in estimates if e.plan is not None]
     stage_names = list(estimates[-1].timings_ms) if estimates else []
-    stages = {k: _stats([e.timings_ms.get(k, float("nan")) for e in estimates]) for k in stage_names}
+    stages = {k: median_p95([e.timings_ms.get(k, float("nan")) for e in estimates]) for k in stage_names}
     width, height = (int(x) for x in resolution.split("x"))
     return {
         "resolution": resolution,
@@ -153,10 +141,10 @@ def _run(
         "seconds": round(elapsed, 1),
         "offered_fps": round(offered / elapsed, 1),
         "processed_fps": round(len(estimates) / elapsed, 1),
-        "frame_ms": _stats([e.processing_ms for e in estimates]),
-        "end_to_end_ms": _stats([e.latency_ms for e in estimates]),
+        "frame_ms": median_p95([e.processing_ms for e in estimates]),
+        "end_to_end_ms": median_p95([e.latency_ms for e in estimates]),
         "plan_preview_hz": round(sum(e.plan is not None for e in estimates) / elapsed, 1),
-        "full_plan_ms": _stats(plan_ms),
+        "full_plan_ms": median_p95(plan_ms),
         "stages_ms": stages,
         "plan_median_mm": _plan_medians(previews),
         "frames": len(estimates),

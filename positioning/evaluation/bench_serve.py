@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from positioning.evaluation.figures import median_p95
 from positioning.perception.landmarks.base import LANDMARK_MODES
 
 __all__ = ["benchmark_serve", "main"]
@@ -49,12 +50,6 @@ def _watch(address: str, session_id: str, seconds: float, out: dict[str, Any]) -
                 break
         stream.cancel()
     out.update(latencies=latencies, service=service, received=received)
-
-
-def _stats(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "p95": None}
-    return {"median": round(float(np.median(values)), 1), "p95": round(float(np.percentile(values, 95)), 1)}
 
 
 def benchmark_serve(
@@ -101,8 +96,8 @@ def benchmark_serve(
                 results["runs"].append(
                     {
                         "clients": n,
-                        "frame_to_client_ms": _stats(lat),
-                        "service_share_ms": _stats(svc),
+                        "frame_to_client_ms": median_p95(lat),
+                        "service_share_ms": median_p95(svc),
                         "estimates_per_s_per_client": {
                             "median": round(float(np.median(rates)), 2),
                             "min": round(float(np.min(rates)), 2),

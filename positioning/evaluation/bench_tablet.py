@@ -22,21 +22,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from positioning.evaluation.figures import median_p95
 from positioning.perception.landmarks.base import LANDMARK_MODES
 
 __all__ = ["benchmark_tablet", "main"]
 
 
 def _stats(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "p95": None, "n": 0}
-    return {
-        "median": round(float(np.median(values)), 1),
-        "p95": round(float(np.percentile(values, 95)), 1),
-        "n": len(values),
-    }
+    return {**median_p95(values), "n": len(values)}
 
 
 def benchmark_tablet(
