@@ -580,48 +580,41 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``positioning bench`` sub-commands whose module parses its own options: name -> (module, help).
+_DELEGATED_BENCHES: dict[str, tuple[str, str]] = {
+    "perception": ("bench_perception", "perception accuracy and latency on simulated patients"),
+    "plan": ("bench_plan", "planning accuracy and check precision/recall"),
+    "robustness": (
+        "robustness",
+        "the whole pipeline on held-out sessions of the randomised world, by factor",
+    ),
+    "serve": (
+        "bench_serve",
+        "the service: frame-to-client latency and estimates per second, 1 and 8 clients",
+    ),
+    "pipeline": (
+        "bench_pipeline",
+        "the live pipeline at camera rate through the service's path: per-stage and per-frame times",
+    ),
+    "tablet": (
+        "bench_tablet",
+        "the tablet app in headless Chromium: page load, frame to picture on the page",
+    ),
+}
+
+
+def _cmd_bench_delegated(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(f"positioning.evaluation.{args.bench_module}").main(args.rest)
+
+
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
     from positioning.evaluation.bench_sim import benchmark_simulator, format_benchmark
 
     r = benchmark_simulator(args.scenario, frames=args.frames, seed=args.seed)
     print(json.dumps(r, indent=2) if args.json else format_benchmark(r))
     return 0
-
-
-def _cmd_bench_plan(args: argparse.Namespace) -> int:
-    from positioning.evaluation.bench_plan import main as bench_main
-
-    return bench_main(args.rest)
-
-
-def _cmd_bench_robustness(args: argparse.Namespace) -> int:
-    from positioning.evaluation.robustness import main as bench_main
-
-    return bench_main(args.rest)
-
-
-def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from positioning.evaluation.bench_pipeline import main as bench_main
-
-    return bench_main(args.rest)
-
-
-def _cmd_bench_tablet(args: argparse.Namespace) -> int:
-    from positioning.evaluation.bench_tablet import main as bench_main
-
-    return bench_main(args.rest)
-
-
-def _cmd_bench_serve(args: argparse.Namespace) -> int:
-    from positioning.evaluation.bench_serve import main as bench_main
-
-    return bench_main(args.rest)
-
-
-def _cmd_bench_perception(args: argparse.Namespace) -> int:
-    from positioning.evaluation.bench_perception import main as bench_main
-
-    return bench_main(args.rest)
 
 
 # -- parser ------------------------------------------------------------------------------------------------
@@ -836,42 +829,10 @@ def build_parser() -> argparse.ArgumentParser:
     bsim.add_argument("--seed", type=int, default=0)
     bsim.add_argument("--json", action="store_true")
     bsim.set_defaults(func=_cmd_bench_sim)
-    bper = bench.add_parser(
-        "perception", help="perception accuracy and latency on simulated patients", add_help=False
-    )
-    bper.add_argument("rest", nargs=argparse.REMAINDER)
-    bper.set_defaults(func=_cmd_bench_perception)
-    bplan = bench.add_parser("plan", help="planning accuracy and check precision/recall", add_help=False)
-    bplan.add_argument("rest", nargs=argparse.REMAINDER)
-    bplan.set_defaults(func=_cmd_bench_plan)
-    brob = bench.add_parser(
-        "robustness",
-        help="the whole pipeline on held-out sessions of the randomised world, by factor",
-        add_help=False,
-    )
-    brob.add_argument("rest", nargs=argparse.REMAINDER)
-    brob.set_defaults(func=_cmd_bench_robustness)
-    bserve = bench.add_parser(
-        "serve",
-        help="the service: frame-to-client latency and estimates per second, 1 and 8 clients",
-        add_help=False,
-    )
-    bserve.add_argument("rest", nargs=argparse.REMAINDER)
-    bserve.set_defaults(func=_cmd_bench_serve)
-    bpipe = bench.add_parser(
-        "pipeline",
-        help="the live pipeline at camera rate through the service's path: per-stage and per-frame times",
-        add_help=False,
-    )
-    bpipe.add_argument("rest", nargs=argparse.REMAINDER)
-    bpipe.set_defaults(func=_cmd_bench_pipeline)
-    btab = bench.add_parser(
-        "tablet",
-        help="the tablet app in headless Chromium: page load, frame to picture on the page",
-        add_help=False,
-    )
-    btab.add_argument("rest", nargs=argparse.REMAINDER)
-    btab.set_defaults(func=_cmd_bench_tablet)
+    for name, (module, help_text) in _DELEGATED_BENCHES.items():
+        delegated = bench.add_parser(name, help=help_text, add_help=False)
+        delegated.add_argument("rest", nargs=argparse.REMAINDER)
+        delegated.set_defaults(func=_cmd_bench_delegated, bench_module=module)
     return p
 
 
