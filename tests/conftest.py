@@ -16,6 +16,16 @@ def shared_dir() -> Path:
     return Path(os.environ.get("POSITIONING_SHARED_DIR") or DEFAULT_SHARED_DIR)
 
 
+@pytest.fixture
+def torch_threads_restored():
+    """PyTorch's thread count as it was before the test (live settings set it process-wide)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def real_d435_bag() -> Path:
     """A real Intel RealSense D435 recording (legacy ``.bag``: one depth + colour frameset, 640x480)."""

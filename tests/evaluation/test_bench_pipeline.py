@@ -10,15 +10,6 @@ import pytest
 from positioning.evaluation.bench_pipeline import benchmark_pipeline, format_run
 
 
-@pytest.fixture
-def torch_threads_restored():
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the live run sets one thread, process-wide
-
-
 def test_a_short_run_and_its_baseline(tmp_path, monkeypatch, torch_threads_restored):
     monkeypatch.setenv("POSITIONING_CACHE", str(tmp_path / "cache"))
     base, live = benchmark_pipeline(seconds=3.0, landmarks="depth", frames=3, baseline=True, warmup_s=1.0)

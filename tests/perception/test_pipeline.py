@@ -256,24 +256,18 @@ def test_a_table_lost_for_a_few_frames_is_held_and_named_then_lost(sim_frame, re
 
 
 @needs_scene_net
-def test_concurrent_landmarks_give_every_frame_recent_mediapipe_landmarks(sim_frame):
+def test_concurrent_landmarks_give_every_frame_recent_mediapipe_landmarks(sim_frame, torch_threads_restored):
     import dataclasses
 
     frames = [sim_frame("hfs-arms-up", 4, i) for i in range(3)]
     with Perceiver(settings=PerceiverSettings(landmarks="fused", track=False)) as p:
         alone = [p.perceive(s.frame, s.calibration) for s in frames]
-    import torch
-
     live = PerceiverSettings(landmarks="fused", track=False, concurrent_landmarks=True, torch_threads=1)
-    threads = torch.get_num_threads()
-    try:
-        with Perceiver(settings=live) as p:
-            states = [p.perceive(s.frame, s.calibration) for s in frames]
-            # a frame far later than the newest result waits for the run in progress instead of using it
-            late = dataclasses.replace(frames[0].frame, timestamp_ms=frames[0].frame.timestamp_ms + 10_000.0)
-            states.append(p.perceive(late, frames[0].calibration))
-    finally:
-        torch.set_num_threads(threads)  # process-wide: the other tests run as shipped
+    with Perceiver(settings=live) as p:
+        states = [p.perceive(s.frame, s.calibration) for s in frames]
+        # a frame far later than the newest result waits for the run in progress instead of using it
+        late = dataclasses.replace(frames[0].frame, timestamp_ms=frames[0].frame.timestamp_ms + 10_000.0)
+        states.append(p.perceive(late, frames[0].calibration))
     for s, a in zip(states, alone + alone[:1], strict=True):
         assert s.landmark_backends == "mediapipe_pose+scene_net"  # the first frame waited for its own
         assert s.patient_position == a.patient_position and s.arms == a.arms
@@ -357,23 +351,17 @@ def test_strides_grow_only_for_large_images_when_asked():
 def test_a_new_patient_never_gets_the_previous_patients_landmarks(sim_frame):
     import dataclasses
 
-    import torch
-
     a, b = sim_frame("hfs-arms-up", 4, 0), sim_frame("ffs-arms-up", 2, 0)
     with Perceiver(settings=PerceiverSettings(landmarks="fused", track=False)) as p:
         alone = p.perceive(b.frame, b.calibration)
-    threads = torch.get_num_threads()
-    live = PerceiverSettings(landmarks="fused", track=False, concurrent_landmarks=True)
-    try:
-        with Perceiver(settings=live) as p:
-            t0 = a.frame.timestamp_ms
-            p.perceive(a.frame, a.calibration)
-            # 200 ms later: a run on this frame starts on the worker, the first frame's result is used
-            p.perceive(dataclasses.replace(a.frame, timestamp_ms=t0 + 200.0), a.calibration)
-            p.reset()  # the next patient, while that run may still be in flight
-            state = p.perceive(dataclasses.replace(b.frame, timestamp_ms=t0 + 233.0), b.calibration)
-    finally:
-        torch.set_num_threads(threads)
+    live = PerceiverSettings(landmarks="fused", track=False, concurrent_landmarks=True)  # torch as shipped
+    with Perceiver(settings=live) as p:
+        t0 = a.frame.timestamp_ms
+        p.perceive(a.frame, a.calibration)
+        # 200 ms later: a run on this frame starts on the worker, the first frame's result is used
+        p.perceive(dataclasses.replace(a.frame, timestamp_ms=t0 + 200.0), a.calibration)
+        p.reset()  # the next patient, while that run may still be in flight
+        state = p.perceive(dataclasses.replace(b.frame, timestamp_ms=t0 + 233.0), b.calibration)
     assert state.patient_position == alone.patient_position
     for name in ("left_shoulder", "right_hip", "nose"):
         np.testing.assert_allclose(state.landmark(name), alone.landmark(name), atol=1e-3)

@@ -90,6 +90,26 @@ def server(room_cache) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def write_tokens(tmp_path_factory) -> Callable[..., Path]:
+    """``write_tokens((operator_name, token), (viewer_name, token))``: a tokens file for ``serve --tokens``
+    (the viewer's token stored as its SHA-256, the operator's as itself: both forms are read)."""
+
+    def write(operator: tuple[str, str], viewer: tuple[str, str]) -> Path:
+        import hashlib
+
+        path = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
+        viewer_sha = hashlib.sha256(viewer[1].encode()).hexdigest()
+        path.write_text(
+            "tokens:\n"
+            f"  - {{name: {operator[0]}, role: operator, token: {operator[1]}}}\n"
+            f"  - {{name: {viewer[0]}, role: viewer, token_sha256: {viewer_sha}}}\n"
+        )
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def wait_for_plan() -> Callable[..., object]:
     """``wait_for_plan(client, session_id)``: the first estimate with a confirmable plan preview."""
     return _wait_for_plan

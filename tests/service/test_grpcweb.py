@@ -4,7 +4,6 @@ interceptors and status details as the gRPC port), the tablet app's files, TLS."
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.client
 import ssl
 import struct
@@ -51,14 +50,8 @@ def _trailers(r, data: bytes) -> tuple[dict[str, str], list[bytes]]:
 
 
 @pytest.fixture(scope="module")
-def web_tokens(tmp_path_factory):
-    path = tmp_path_factory.mktemp("web-tokens") / "tokens.yaml"
-    path.write_text(
-        "tokens:\n"
-        f"  - {{name: rt.web, role: operator, token: {OPERATOR}}}\n"
-        f"  - {{name: watcher, role: viewer, token_sha256: {hashlib.sha256(VIEWER.encode()).hexdigest()}}}\n"
-    )
-    return path
+def web_tokens(write_tokens):
+    return write_tokens(("rt.web", OPERATOR), ("watcher", VIEWER))
 
 
 def test_frames_trailers_and_timeouts_round_trip():

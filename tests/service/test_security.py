@@ -14,17 +14,8 @@ VIEWER_TOKEN = "view-2b8e4d1f90ac3e57"
 
 
 @pytest.fixture(scope="module")
-def tokens_file(tmp_path_factory):
-    import hashlib
-
-    path = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
-    viewer_sha = hashlib.sha256(VIEWER_TOKEN.encode()).hexdigest()
-    path.write_text(
-        "tokens:\n"
-        f"  - {{name: rt.jones, role: operator, token: {OPERATOR_TOKEN}}}\n"
-        f"  - {{name: console, role: viewer, token_sha256: {viewer_sha}}}\n"
-    )
-    return path
+def tokens_file(write_tokens):
+    return write_tokens(("rt.jones", OPERATOR_TOKEN), ("console", VIEWER_TOKEN))
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ Screenshots at 1024x768 and 1280x800 in both orientations are written to ``$POSI
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -52,15 +51,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def tablet_tokens(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tablet-tokens") / "tokens.yaml"
-    viewer_sha = hashlib.sha256(VIEWER_TOKEN.encode()).hexdigest()
-    path.write_text(
-        "tokens:\n"
-        f"  - {{name: rt.tablet, role: operator, token: {OPERATOR_TOKEN}}}\n"
-        f"  - {{name: observer, role: viewer, token_sha256: {viewer_sha}}}\n"
-    )
-    return path
+def tablet_tokens(write_tokens) -> Path:
+    return write_tokens(("rt.tablet", OPERATOR_TOKEN), ("observer", VIEWER_TOKEN))
 
 
 def _page(browser, size: str = "1280x800"):
