@@ -406,17 +406,18 @@ class Perceiver:
         image = scanner_image(frame, calibration, stride=stride)
         k = table_stride // stride
         cloud = cloud_from_image(image[::k, ::k], image_shape=frame.intrinsics.shape, stride=table_stride)
-        scene = sample = None
+        scene = sample = support = None
         if self.scene_net is not None:
             scene = self.scene_net.predict(plan_view(cloud.points_mm, self.scene_net.plan_view))
             sample = scene.sampler(cloud.points_mm)
+            support = sample(scene.prob("support")) > 0.5  # the cloud's points on what the patient lies on
         t["scene"] = time.perf_counter()
         held = None
         try:
-            table = self._keep_table(cloud, sample, scene)
+            table = self._keep_table(cloud, support)
             if table is None:
-                table = self._table(cloud, scene, sample)
-                self._track_table(table, cloud, sample, scene)
+                table = self._table(cloud, scene, sample, support)
+                self._track_table(table, cloud, support)
         except PositioningError as e:
             status = PerceptionStatus(e.code) if e.code in PerceptionStatus.__members__ else None
             if status is None:
@@ -606,28 +607,24 @@ class Perceiver:
         tol = max(6.0, 3.0 * table.rms_mm) + abs(table.sagitta_mm)
         return float(np.mean(np.abs(h) < tol))
 
-    def _track_table(
-        self, table: TableEstimate, cloud: ScannerCloud, sample: _Sampler | None, scene: SceneOutput | None
-    ) -> None:
-        if not self.settings.track_table_frames or scene is None or sample is None:
+    def _track_table(self, table: TableEstimate, cloud: ScannerCloud, support: np.ndarray | None) -> None:
+        if not self.settings.track_table_frames or support is None:
             return
-        support_mm = cloud.points_mm[sample(scene.prob("support")) > 0.5]
+        support_mm = cloud.points_mm[support]
         share = self._support_share(table, support_mm)
         if share < 0.6:
             return  # the support does not lie on this table (geometry alone chose it): no check could hold it
         self._tracked_table = (table, 0, len(support_mm), share)
 
-    def _keep_table(
-        self, cloud: ScannerCloud, sample: _Sampler | None, scene: SceneOutput | None
-    ) -> TableEstimate | None:
+    def _keep_table(self, cloud: ScannerCloud, support: np.ndarray | None) -> TableEstimate | None:
         """The tracked table when it still holds (see ``track_table_frames``), else None."""
         kept, self._tracked_table = self._tracked_table, None
-        if kept is None or scene is None or sample is None:
+        if kept is None or support is None:
             return None
         table, age, n0, share0 = kept
         if age + 1 >= self.settings.track_table_frames:
             return None
-        support_mm = cloud.points_mm[sample(scene.prob("support")) > 0.5]
+        support_mm = cloud.points_mm[support]
         n = len(support_mm)
         if n < max(200, n0 // 2) or n > 2 * n0:
             return None
@@ -637,14 +634,17 @@ class Perceiver:
         return table
 
     def _table(
-        self, cloud: ScannerCloud, scene: SceneOutput | None, sample: _Sampler | None = None
+        self,
+        cloud: ScannerCloud,
+        scene: SceneOutput | None,
+        sample: _Sampler | None,
+        support: np.ndarray | None,
     ) -> TableEstimate:
-        """The table: on the surface the scene network sees the patient lying on (refined by geometry);
-        geometry alone (:func:`find_table`) without the network or when its surface does not hold up."""
-        if scene is not None:
-            if sample is None:
-                sample = scene.sampler(cloud.points_mm)
-            support = sample(scene.prob("support")) > 0.5
+        """The table: on the surface the scene network sees the patient lying on (``support``, refined by
+        geometry); geometry alone (:func:`find_table`) without the network or when its surface does not
+        hold up. ``sample``, ``support``: the scene's sampler of the cloud's points and its support mask
+        (None without the network)."""
+        if scene is not None and sample is not None and support is not None:
             body = scene.prob("patient") + scene.prob("on_patient")
             resting = sample(body) > 0.5
             try:

@@ -326,18 +326,14 @@ def test_a_tracked_table_is_found_afresh_after_its_frame_count():
     class _Cloud:
         points_mm = points
 
-    ones = lambda grid: np.ones(len(points), np.float32)  # noqa: E731 (every point is support)
-
-    class _Scene:
-        def prob(self, name):
-            return None
+    support = np.ones(len(points), bool)  # every point is support
 
     p._tracked_table = (table, 0, 1000, 1.0)
-    assert p._keep_table(_Cloud, ones, _Scene()) is table
-    assert p._keep_table(_Cloud, ones, _Scene()) is None  # the count reached: find it afresh
+    assert p._keep_table(_Cloud, support) is table
+    assert p._keep_table(_Cloud, support) is None  # the count reached: find it afresh
     p._tracked_table = (table, 0, 1000, 1.0)
     points[:, 2] += 30.0  # the support now lies 30 mm above the tracked plane
-    assert p._keep_table(_Cloud, ones, _Scene()) is None
+    assert p._keep_table(_Cloud, support) is None
 
 
 def test_strides_grow_only_for_large_images_when_asked():
