@@ -230,11 +230,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "(grpc-web-text is not served)\n".encode(),
             )
             return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-            if length < 0:
-                raise ValueError(length)
-        except ValueError:
+        length = self._content_length()
+        if length is None:
             self._send_bytes(411, "text/plain; charset=utf-8", b"a gRPC-Web request needs Content-Length\n")
             self.close_connection = True
             return
@@ -264,12 +261,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         metadata = tuple((k, self.headers[k]) for k in _FORWARDED if self.headers.get(k))
         self._call(path, kind, data[0], metadata, timeout_s)
 
-    def _drain(self) -> None:
+    def _content_length(self, missing: int | None = None) -> int | None:
+        """The request's ``Content-Length``: ``missing`` when absent, None when not a count of bytes."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return missing
         try:
-            n = int(self.headers.get("Content-Length", "0"))
-            if n < 0:
-                raise ValueError(n)
+            n = int(raw)
         except ValueError:
+            return None
+        return n if n >= 0 else None
+
+    def _drain(self) -> None:
+        n = self._content_length(missing=0)
+        if n is None:
             self.close_connection = True
             return
         if n > 0:
