@@ -59,7 +59,8 @@ function $(id: string): HTMLElement {
   return e;
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolves after `ms`, at once on `signal`'s abort, or when the function handed to `wake` is called. */
+function sleep(ms: number, signal?: AbortSignal, wake?: (early: () => void) => void): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(t);
@@ -68,6 +69,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     const t = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
+    wake?.(done);
   });
 }
 
@@ -459,18 +461,13 @@ export class TabletApp {
   }
 
   /** Resolves at the next estimate of a new frame, or after `ms`. */
-  private nextEstimate(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        if (this.newEstimate === done) this.newEstimate = null;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.newEstimate = done;
-      signal.addEventListener("abort", done, { once: true });
+  private async nextEstimate(ms: number, signal: AbortSignal): Promise<void> {
+    let early: (() => void) | null = null;
+    await sleep(ms, signal, (wake) => {
+      early = wake;
+      this.newEstimate = wake;
     });
+    if (this.newEstimate === early) this.newEstimate = null;
   }
 
   private async refreshPictures(sessionId: string, signal: AbortSignal): Promise<void> {
