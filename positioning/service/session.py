@@ -290,7 +290,7 @@ class Session:
             )
         )
         if due and self._preview_pool is None:
-            preview = self._make_plan(state)
+            preview = self._make_plan(state, confirmed=self.confirmed)
             self._last_preview_s = now
             self.latest_preview = preview
         elif due and (self._preview_running is None or self._preview_running.done()):
@@ -349,18 +349,12 @@ class Session:
         state: Any,
         scan_range_mm: tuple[float, float] | None = None,
         *,
-        against_confirmed: bool = True,
-        confirmed: ConfirmedPlan | bool | None = True,
+        confirmed: ConfirmedPlan | None,
     ) -> Any:
-        """Plan ``state``; ``against_confirmed``: compare the body with the confirmed plan's (motion);
-        ``confirmed``: that confirmation (True: the session's current one)."""
+        """Plan ``state``, comparing the body with ``confirmed``'s (motion; None: no comparison)."""
         from positioning.planning.plan import make_plan
 
         assert self.protocol is not None
-        if confirmed is True:
-            confirmed = self.confirmed
-        if not against_confirmed:
-            confirmed = None
         return make_plan(
             state,
             self.protocol,
@@ -385,7 +379,7 @@ class Session:
             NothingToConfirmError: no frame has been processed, or the session has no protocol.
         """
         with self._lock:
-            return self._make_plan(self._latest_state(), scan_range_mm)
+            return self._make_plan(self._latest_state(), scan_range_mm, confirmed=self.confirmed)
 
     def report_table_position(self, table_position_mm: float) -> None:
         """The console's longitudinal table reading (mm, increasing into the gantry)."""
@@ -429,7 +423,7 @@ class Session:
         now: datetime.datetime | None,
     ) -> ConfirmedPlan:
         # planned afresh, not against an earlier confirmation
-        plan = self._make_plan(self._latest_state(), scan_range_mm, against_confirmed=False)
+        plan = self._make_plan(self._latest_state(), scan_range_mm, confirmed=None)
         if not plan.has_patient:
             raise NothingToConfirmError(f"no patient to confirm: {plan.status.value}")
         if self.frames_processed < MIN_CONFIRM_FRAMES:
