@@ -411,13 +411,6 @@ def _cancel_when_closed(conn: socket.socket, stream: Any) -> None:
             return
 
 
-class _HttpServer6(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-
 class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -433,6 +426,10 @@ class _HttpServer(http.server.ThreadingHTTPServer):
             log.debug("connection from %s ended: %s", client_address, error)
         else:
             log.exception("gRPC-Web: error serving %s", client_address)
+
+
+class _HttpServer6(_HttpServer):
+    address_family = socket.AF_INET6
 
 
 class GrpcWebGateway:
