@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from positioning.errors import ScenarioError
+from positioning.evaluation.scoring import RELIABILITY_CODES, SILENT_ISO_MM, SILENT_RANGE_MM
+from positioning.evaluation.suite import Suite, load_suite, suite_dir
 from positioning.perception.landmarks.base import LANDMARK_MODES
 
 __all__ = [
@@ -59,81 +59,8 @@ __all__ = [
     "main",
 ]
 
-#: Checks that say a plan's numbers may be wrong (as opposed to checks about the set-up itself, such as
-#: arms in the field or a patient off-centre, which a correct plan raises too).
-RELIABILITY_CODES: frozenset[str] = frozenset({
-    "NO_DEPTH", "NO_TABLE", "EMPTY_TABLE", "SECOND_PERSON", "NO_LANDMARKS", "LANDMARKS_UNCERTAIN",
-    "ORIENTATION_MISMATCH", "ORIENTATION_UNCERTAIN", "ORIENTATION_DISAGREE", "LANDMARKS_DISAGREE",
-    "RANGE_NOT_VISIBLE", "PATIENT_MOVING", "PATIENT_MOVED", "PATIENT_COVERED", "TABLE_UNUSUAL",
-    "TABLE_UNCERTAIN", "ISOCENTER_UNCERTAIN",
-})  # fmt: skip
 SHOULDERS_HIPS: tuple[str, ...] = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 TABLE_TOLERANCE_MM = 10.0
-SILENT_ISO_MM = 15.0
-SILENT_RANGE_MM = 30.0
-
-
-def suite_dir() -> Path:
-    """The repository's ``sim/suites`` folder."""
-    from positioning.sim.scenario import scenario_dir
-
-    return scenario_dir() / "suites"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Suite:
-    """A benchmark suite: which sessions, which frames, which protocols.
-
-    Attributes:
-        name: suite name.
-        description: what it is for.
-        scenario: the scenario its sessions are drawn from.
-        seeds: the sessions' seeds (never used for fitting).
-        frames: frame indices perceived per session (tracking over them; the last one is planned).
-        protocols: protocols cycled over the sessions (by position in the suite).
-        prone_protocols: protocols cycled over prone sessions instead.
-    """
-
-    name: str
-    description: str
-    scenario: str
-    seeds: tuple[int, ...]
-    frames: tuple[int, ...]
-    protocols: tuple[str, ...]
-    prone_protocols: tuple[str, ...]
-
-    def protocol_for(self, k: int, position: str | None) -> str:
-        """The protocol of the ``k``-th session (a prone patient gets a prone protocol)."""
-        pool = self.prone_protocols if position is not None and position.endswith("P") else self.protocols
-        return pool[k % len(pool)]
-
-
-def load_suite(name_or_path: str | Path) -> Suite:
-    """Load a suite by name (``sim/suites/NAME.yaml``) or path.
-
-    Raises:
-        ScenarioError: unknown or malformed suite.
-    """
-    p = Path(name_or_path)
-    if p.suffix not in (".yaml", ".yml"):
-        p = suite_dir() / f"{name_or_path}.yaml"
-    if not p.is_file():
-        known = ", ".join(sorted(q.stem for q in suite_dir().glob("*.yaml")))
-        raise ScenarioError(f"unknown suite {str(name_or_path)!r}; known suites: {known}")
-    try:
-        d = yaml.safe_load(p.read_text())
-        first, count = int(d["first_seed"]), int(d["count"])
-        return Suite(
-            name=str(d["name"]),
-            description=str(d.get("description", "")),
-            scenario=str(d["scenario"]),
-            seeds=tuple(range(first, first + count)),
-            frames=tuple(int(f) for f in d.get("frames", [0])),
-            protocols=tuple(str(x) for x in d["protocols"]),
-            prone_protocols=tuple(str(x) for x in d.get("prone_protocols", d["protocols"])),
-        )
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
-        raise ScenarioError(f"suite file {p} is malformed: {e}") from e
 
 
 # ----------------------------------------------------------------------------------------------- factors
@@ -288,12 +215,13 @@ def run_case(suite: Suite, k: int, perceiver: Any, *, mode: str) -> CaseResult:
     from positioning.sim.scenario import sample_session
 
     t0 = time.perf_counter()
-    seed = suite.seeds[k]
-    spec = sample_session(suite.scenario, seed)
+    case = suite.cases[k]
+    seed = case.seed
+    spec = sample_session(case.scenario, seed)
     truth_position = None if spec.placement is None else str(spec.placement.position)
     protocol = load_protocol(suite.protocol_for(k, truth_position))
     perceiver.reset()
-    samples = load_frames(suite.scenario, seed, suite.frames)
+    samples = load_frames(case.scenario, seed, suite.frames)
     state = None
     for s in samples:
         state = perceiver.perceive(s.frame, s.calibration)
@@ -396,7 +324,7 @@ def run_suite(
     """
     from tqdm import tqdm
 
-    n = len(suite.seeds) if cases is None else min(cases, len(suite.seeds))
+    n = len(suite.cases) if cases is None else min(cases, len(suite.cases))
     work = [(suite, k, m) for m in modes for k in range(n)]
     bar = tqdm(
         total=len(work), desc=f"{suite.name} suite", unit="case", file=sys.stderr, disable=not progress

@@ -47,7 +47,7 @@ def test_suite_and_factors():
     assert (
         suite.protocol_for(1, "HFS") == suite.protocols[1] and suite.protocol_for(0, "FFP") == "chest-prone"
     )
-    f = session_factors(sample_session("world", suite.seeds[0]))
+    f = session_factors(sample_session(suite.cases[0].scenario, suite.cases[0].seed))
     assert {"table", "base", "mattress colour", "camera", "camera height", "camera tilt"} <= set(f)
     with pytest.raises(ScenarioError, match="unknown suite"):
         load_suite("nope")

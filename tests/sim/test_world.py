@@ -65,7 +65,7 @@ def test_world_seeds_for_fitting_and_for_measuring_never_meet():
     from positioning.evaluation.world_data import TRAIN_SEEDS
 
     suite = load_suite("robustness")
-    assert suite.scenario == "world" and len(suite.seeds) >= 100
+    assert suite.scenarios == ("world",) and len(suite.seeds) >= 100
     assert not set(suite.seeds) & set(TRAIN_SEEDS)
 
 
