@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from positioning.errors import PositioningError
+from positioning.service.replay import SessionRun, run_session
 
 __all__ = ["main", "build_parser"]
 
@@ -196,64 +197,6 @@ def _print_truth(recording: Path) -> None:
         print(f"truth       {line}")
 
 
-@dataclasses.dataclass
-class SessionRun:
-    """What :func:`run_session` gave: an estimate per frame, the plan of the last one, the calibration."""
-
-    estimates: list[Any]  # Estimate
-    plan: Any | None  # Plan
-    calibration: Any  # Calibration
-    label: str
-
-    @property
-    def states(self) -> list[Any]:
-        return [e.state for e in self.estimates]
-
-    @property
-    def last_frame(self) -> Any:
-        return self.estimates[-1].frame
-
-
-def run_session(
-    source: str | Path,
-    request: Any,  # SessionRequest
-    *,
-    calibration: str | Path | None = None,
-    max_frames: int | None = None,
-    landmarks: str = "fused",
-    room: str | None = None,
-    plan_settings: Any | None = None,
-) -> SessionRun:
-    """Play ``source`` (a recording, or the simulated room once through) frame by frame through a
-    :class:`~positioning.service.session.Session`, the service's own path: perception with tracking on
-    every frame, then (with a protocol in ``request``) the plan of the last frame.
-
-    The protocol is checked first, then the recording, then its calibration, so each fails with its own
-    error.
-    """
-    from positioning.camera.source import open_source
-    from positioning.perception.pipeline import site_settings
-    from positioning.planning.protocol import load_protocol
-    from positioning.service.session import Session
-
-    if request.protocol is not None:
-        load_protocol(request.protocol, search_dirs=request.protocol_dirs)
-    settings = site_settings(landmarks, room)
-    with open_source(source, calibration=calibration, real_time=False, loop=False) as opened:
-        with Session(
-            request,
-            opened.calibration,
-            perceiver_settings=settings,
-            plan_settings=plan_settings,
-            preview_interval_s=None,
-        ) as session:
-            estimates = [session.process(frame) for frame in opened.source.frames(max_frames)]
-            if not estimates:
-                raise PositioningError(f"{opened.source.label} contains no frames")
-            plan = session.plan() if request.protocol is not None else None
-    return SessionRun(estimates, plan, opened.calibration, opened.source.label)
-
-
 def _cmd_perceive(args: argparse.Namespace) -> int:
     from positioning.service.session import SessionRequest
 
@@ -367,6 +310,73 @@ def _report_plan(run: SessionRun, *, json_out: bool, overlay: str | None) -> int
         path = save_png(overlay, img)
         print(f"overlay: {path}", file=sys.stderr if json_out else sys.stdout)
     return 0 if plan.has_patient else 1
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from positioning.evaluation.evaluate import evaluate, write_results
+    from positioning.evaluation.floors import check_floors, floors_path, load_floors, tightened, write_floors
+    from positioning.evaluation.report import format_text, write_report
+    from positioning.evaluation.suite import load_suite
+    from positioning.evaluation.summary import headline, summarize
+
+    target = Path(args.target)
+    name = target.name if target.is_dir() or target.suffix else str(args.target)
+    floors_file = None
+    if args.check_floors is not None or args.update_floors:
+        if args.check_floors:
+            floors_file = Path(args.check_floors)
+        elif target.is_dir():
+            raise PositioningError("--check-floors needs a floors FILE for a folder of recordings")
+        else:
+            suite = load_suite(args.target)
+            assert suite.path is not None
+            floors_file = floors_path(suite.path)
+        floors, floor_settings = load_floors(floors_file)  # a missing floors file fails before the run
+        if floor_settings.get("landmarks", args.landmarks) != args.landmarks:
+            raise PositioningError(
+                f"{floors_file} holds floors for --landmarks {floor_settings['landmarks']}, "
+                f"not {args.landmarks}"
+            )
+    ev = evaluate(
+        args.target,
+        protocol=args.protocol,
+        landmarks=args.landmarks,
+        room=args.room,
+        cases=args.cases,
+        calibration=args.calibration,
+        scheduler=args.scheduler,
+        jobs=args.jobs,
+        progress=not args.no_progress,
+    )
+    summary = summarize(ev.records)
+    out_dir = Path(args.report) if args.report else Path("out") / "evaluation" / name
+    results = write_results(ev, out_dir, summary)
+    command = "positioning evaluate " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [str(args.target)])
+    paths = write_report(ev.records, summary, out_dir, title=f"Evaluation: {name}", command=command)
+    print(format_text(summary))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"target": str(args.target), **summary}, indent=1))
+    print(
+        f"{len(ev.records)} cases in {ev.seconds:.0f} s on {ev.scheduler}; results {results}, "
+        f"report {paths.get('html', out_dir)}"
+    )
+    if floors_file is None:
+        return 0
+    measured = headline(ev.records)
+    checked = check_floors(floors, measured)
+    print(f"floors ({floors_file}):")
+    for r in checked:
+        print(f"  {r.line()}")
+    if args.update_floors:
+        if args.cases is not None:
+            raise PositioningError("--update-floors needs the whole suite (drop --cases)")
+        new = [tightened(f, measured.get(f.figure, float("nan"))) for f in floors]
+        header = "".join(line + "\n" for line in floors_file.read_text().splitlines() if line.startswith("#"))
+        write_floors(floors_file, new, floor_settings, header)
+        moved = [f"{a.figure} {a.value:g} -> {b.value:g}" for a, b in zip(floors, new, strict=True) if a != b]
+        print("floors tightened: " + (", ".join(moved) if moved else "none moved"))
+    return 0 if all(r.passed for r in checked) else 1
 
 
 def _cmd_protocols(args: argparse.Namespace) -> int:
@@ -609,6 +619,12 @@ def _cmd_bench_delegated(args: argparse.Namespace) -> int:
     return importlib.import_module(f"positioning.evaluation.{args.bench_module}").main(args.rest)
 
 
+def _cmd_bench_overview(args: argparse.Namespace) -> int:
+    from positioning.evaluation.bench_all import run_args
+
+    return run_args(args)
+
+
 def _cmd_bench_sim(args: argparse.Namespace) -> int:
     from positioning.evaluation.bench_sim import benchmark_simulator, format_benchmark
 
@@ -822,7 +838,54 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("path", nargs="?", default=None, help="a real RealSense recording")
     noise.set_defaults(func=_cmd_sim_noise_report)
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate the pipeline on a suite or a folder of recordings: errors against truth, a report",
+    )
+    ev.add_argument(
+        "target", metavar="SUITE_OR_DIR", help="a suite (sim/suites: quick, full, ...) or a folder"
+    )
+    ev.add_argument(
+        "--protocol", default=None, help="plan every case with this protocol (a folder needs one)"
+    )
+    ev.add_argument(
+        "--report", metavar="DIR", default=None, help="report folder (default out/evaluation/NAME)"
+    )
+    ev.add_argument("--cases", type=int, default=None, help="the first N cases only")
+    ev.add_argument("--jobs", type=int, default=2, help="local Dask worker processes (default 2)")
+    ev.add_argument("--scheduler", metavar="ADDRESS", default=None, help="a Dask scheduler (tcp://HOST:8786)")
+    ev.add_argument(
+        "--check-floors",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="fail (exit 1) when a figure is worse than its floor (default: the suite's NAME.floors.yaml)",
+    )
+    ev.add_argument(
+        "--update-floors", action="store_true", help="tighten the floors file toward this run (never loosens)"
+    )
+    ev.add_argument(
+        "--calibration", metavar="FILE", help="for recordings without a NAME.calibration.yaml beside them"
+    )
+    ev.add_argument("--json", metavar="FILE", help="also write the headline and summary figures here")
+    ev.add_argument("--no-progress", action="store_true")
+    _landmarks_option(ev)
+    _room_option(ev)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    from positioning.evaluation.bench_all import add_arguments as _bench_overview_arguments
+
+    bench_overview = sub.add_parser(
+        "bench",
+        help="benchmarks (with no sub-command: the quick form of each, one table of headline figures)",
+        description="Benchmarks. With no sub-command: runs the quick form of every benchmark (sim, "
+        "perception, plan, robustness, pipeline, serve, and tablet where Chromium is installed) and "
+        "prints their headline figures, median and p95, in one table; exit status 1 if any failed.",
+    )
+    _bench_overview_arguments(bench_overview)
+    bench_overview.set_defaults(func=_cmd_bench_overview)
+    bench = bench_overview.add_subparsers(dest="bench_command", required=False)
     bsim = bench.add_parser("sim", help="simulator speed: render + write frames per second")
     bsim.add_argument("--scenario", default="hfs-arms-up")
     bsim.add_argument("--frames", type=int, default=30)

@@ -192,8 +192,16 @@ def test_demo_records_and_describes(tmp_path):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["sim"], ["sim", "record", "x.db3"], ["nonsense"], ["bench"], ["info"], ["sim", "preview"]],
-    ids=["nothing", "sim", "record-no-scenario", "unknown", "bench", "info", "preview-no-scenario"],
+    [
+        [],
+        ["sim"],
+        ["sim", "record", "x.db3"],
+        ["nonsense"],
+        ["bench", "nonsense"],
+        ["info"],
+        ["sim", "preview"],
+    ],
+    ids=["nothing", "sim", "record-no-scenario", "unknown", "bench-unknown", "info", "preview-no-scenario"],
 )
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as info:

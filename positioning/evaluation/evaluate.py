@@ -197,8 +197,15 @@ def run_task(task: EvalTask) -> CaseRecord:
         failure = f"internal error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
     protocol = load_protocol(protocol_name) if protocol_name else None
     plan_json = None if run is None or run.plan is None else run.plan.to_json()
-    if plan_json is not None and failure is None and not run.plan.has_patient:
-        failure = next((c["message"] for c in plan_json["checks"] if c["severity"] == "error"), "no patient")
+    if (
+        plan_json is not None
+        and failure is None
+        and (plan_json.get("scan_range") is None or plan_json.get("isocenter") is None)
+    ):
+        errors_said = [
+            f"{c['code']}: {c['message']}" for c in plan_json["checks"] if c["severity"] == "error"
+        ]
+        failure = errors_said[0] if errors_said else "no scan range or isocenter, and no error check says why"
     truth = errors = None
     labels: dict[str, bool] = {}
     if doc is not None and protocol is not None:

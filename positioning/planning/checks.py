@@ -20,6 +20,7 @@ ARMS_UNCERTAIN            warning   the arm state could not be decided with conf
 LANDMARKS_UNCERTAIN       error     the landmarks the range needs are missing or too uncertain to plan
                           warning   ... usable but less certain than usual
 RANGE_NOT_VISIBLE         warning   part of the scan range lies outside what the camera sees of the body
+                          error     ... none of it is seen, so there is no isocenter to plan
 RANGE_UNDERCOVERAGE       error     a given scan range stops short of the anatomy the protocol requires
 RANGE_OVERSCAN            warning   a given scan range extends beyond the protocol's margins
 FOV_TRUNCATION            warning   the body extends beyond the scan field of view at the planned height
@@ -485,15 +486,28 @@ def check_visible_range(
     lo_mm: float,
     hi_mm: float,
     *,
+    isocenter_found: bool = True,
     settings: CheckSettings = DEFAULT_CHECK_SETTINGS,
 ) -> list[Check]:
     """Does the camera see the body over the whole scan range?
 
-    Convention: scanner y, mm; ``seen_*`` is the y extent of the profile's valid slices.
+    Convention: scanner y, mm; ``seen_*`` is the y extent of the profile's valid slices (NaN: none).
+    ``isocenter_found`` False (no valid slice inside the range): an error, since nothing can be planned.
     """
     length = max(hi_mm - lo_mm, 1e-9)
     overlap = max(0.0, min(hi_mm, seen_hi_mm) - max(lo_mm, seen_lo_mm))
-    frac = overlap / length
+    frac = overlap / length if math.isfinite(overlap) else 0.0
+    if not isocenter_found:
+        return [
+            Check(
+                code=CheckCode.RANGE_NOT_VISIBLE,
+                severity=Severity.ERROR,
+                message=f"The camera sees no body surface it can use between y {lo_mm:.0f} and "
+                f"{hi_mm:.0f} mm (out of view, or covered): no isocenter or table offset can be planned. "
+                "Uncover or reposition the patient, or plan on the scout.",
+                details={"visible_fraction": round(frac, 3), "range_mm": [round(lo_mm, 1), round(hi_mm, 1)]},
+            )
+        ]
     if frac >= settings.min_visible_fraction:
         return []
     return [

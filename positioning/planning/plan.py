@@ -690,6 +690,16 @@ def make_plan(
         landmarks[name] = np.array([_interp(y, feats.y_mm, cx), y, _interp(y, feats.y_mm, cz)])
 
     scan_range = offsets = centering = overscan = None
+    if planned is not None:
+        valid = feats.valid
+        half = feats.slice_mm / 2
+        seen = (
+            (float(feats.y_mm[valid].min() - half), float(feats.y_mm[valid].max() + half))
+            if valid.any()
+            else (math.nan, math.nan)
+        )
+        if valid.any() or iso is None:
+            found += ck.check_visible_range(*seen, *planned, isocenter_found=iso is not None, settings=cs)
     if planned is not None and iso is not None:
         lo, hi = planned
         first = _first_slice(lo, hi, sign, protocol.scan_direction)
@@ -698,16 +708,6 @@ def make_plan(
             direction=protocol.scan_direction, superior_sign=sign,
         )  # fmt: skip
         offsets = table_offsets(iso.x_mm, iso.z_mm, first, float(table.top_z_mm), s.table)
-        valid = feats.valid
-        if valid.any():
-            half = feats.slice_mm / 2
-            found += ck.check_visible_range(
-                float(feats.y_mm[valid].min() - half),
-                float(feats.y_mm[valid].max() + half),
-                lo,
-                hi,
-                settings=cs,
-            )
         prof_args = (feats.y_mm, feats.table_z_mm, feats.top_z_mm, feats.x_min_mm, feats.x_max_mm)
         found += ck.check_fov(*prof_args, lo, hi, offsets.vertical_mm, position, settings=cs)
         found += ck.check_bore(*prof_args, lo - cs.gantry_half_depth_mm, offsets.vertical_mm, settings=cs)

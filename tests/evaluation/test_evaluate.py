@@ -295,8 +295,12 @@ def test_the_evaluate_command_writes_a_report_and_counts_failures(recorded, tmp_
 
     out = tmp_path / "report"
     code = main(["evaluate", str(recorded), "--protocol", "chest", "--jobs", "1", "--report", str(out),
-                 "--no-progress"])  # fmt: skip
+                 "--no-progress", "--json", str(tmp_path / "figures.json")])  # fmt: skip
     assert code == 0
+    from positioning.evaluation.bench_all import evaluate_headline
+
+    figures = {f.name: f for f in evaluate_headline(json.loads((tmp_path / "figures.json").read_text()))}
+    assert figures["vertical isocenter |error| (n=1)"].median is not None  # the one recording with truth
     doc = json.loads((out / "results.json").read_text())
     assert [c["name"] for c in doc["cases"]] == ["broken", "real-like", "with-truth"]
     assert doc["cases"][0]["failure"] and doc["cases"][1]["overlay"] == "overlays/real-like.jpg"
