@@ -101,6 +101,9 @@ def resolve_tasks(
         PositioningError: a folder's cases without ``protocol``.
     """
     p = Path(target)
+    # paths travel to the workers as absolute paths (a worker's working folder may differ)
+    room = None if room is None else str(Path(room).resolve())
+    calibration = None if calibration is None else str(Path(calibration).resolve())
     common = {"protocol": protocol, "landmarks": landmarks, "room": room}
     if p.is_dir() or p.suffix in RECORDING_SUFFIXES:
         if p.is_dir():
