@@ -167,7 +167,8 @@ def evaluate_headline(doc: dict[str, Any]) -> list[Figure]:
         Figure("scan range ends |error|", _r(h["range_end_median_mm"]), _r(h["range_end_p95_mm"]), "mm"),
         Figure("patient position right", _pct(h["position_accuracy"]), None, "%"),
         Figure("arm state right", _pct(h["arms_accuracy"]), None, "%"),
-        Figure("failures / silent failures", h["failures"], h["silent_failures"], "cases"),
+        Figure("failures (no plan)", h["failures"], None, "cases"),
+        Figure("silent failures (large error, no check)", h["silent_failures"], None, "cases"),
     ]  # fmt: skip
 
 

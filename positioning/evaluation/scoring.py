@@ -301,8 +301,8 @@ def check_labels(
     view: staff or a second person), ``ORIENTATION_MISMATCH`` (the console's position is not the true
     one, or the true one is not among the protocol's when the console entered none), ``ARMS_IN_FIELD``
     (the protocol accepts arm states and the true one is not among them), ``PATIENT_COVERED`` (a
-    blanket), and with a plan ``LATERAL_OFF_CENTRE``, ``FOV_TRUNCATION`` and ``BORE_COLLISION`` from the
-    true cross-sections at the plan's table move.
+    blanket), and with a plan ``LATERAL_OFF_CENTRE``, ``FOV_TRUNCATION`` and ``BORE_COLLISION`` (the
+    true clearance below the check's margin) from the true cross-sections at the plan's table move.
     """
     p = doc.get("patient")
     labels: dict[str, bool] = {"EMPTY_TABLE": p is None}
@@ -336,5 +336,7 @@ def check_labels(
         labels["FOV_TRUNCATION"] = r_fov > settings.fov_diameter_mm / 2
     r_bore = _radius_beyond(cs, lo - settings.gantry_half_depth_mm, math.inf, dz)
     if math.isfinite(r_bore):
-        labels["BORE_COLLISION"] = r_bore > settings.bore_diameter_mm / 2
+        # the check warns below its clearance margin and says collision beyond the bore: it should
+        # fire (either) when the true clearance is below the margin
+        labels["BORE_COLLISION"] = r_bore > settings.bore_diameter_mm / 2 - settings.bore_clearance_mm
     return labels
