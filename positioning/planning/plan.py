@@ -542,6 +542,82 @@ def scene_levels(state: PatientState) -> dict[str, _SceneLevel]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class BodyEstimate:
+    """What planning knows of the body, whatever is planned on it (a CT scan, a fluoroscopy set-up).
+
+    Attributes:
+        anatomy: the planning landmarks' levels (keypoint rules, fused with the level network and the
+            scene network where they run).
+        head_direction_p: the level network's probability that the head lies toward +y (None: not run).
+        features: the body's slices along y (:func:`~positioning.planning.isocenter.slice_features`).
+        centroid_x_mm, centroid_z_mm: ``(K,)`` each slice's predicted cross-section centroid.
+        models: model name -> source, for the plan's record.
+    """
+
+    anatomy: AnatomyEstimate
+    head_direction_p: float | None
+    features: SliceFeatures
+    centroid_x_mm: np.ndarray
+    centroid_z_mm: np.ndarray
+    models: dict[str, str]
+
+
+def estimate_body(
+    state: PatientState,
+    keypoints: Mapping[str, np.ndarray],
+    *,
+    settings: PlanSettings = DEFAULT_PLAN_SETTINGS,
+    isocenter_model: IsocenterModel | None = None,
+    landmark_model: LandmarkModel | None = None,
+) -> BodyEstimate:
+    """The body model of a perceived patient (``state`` with a patient, table and profile): landmark
+    levels, slices and their centroids. ``keypoints``: the confident, finite COCO keypoints.
+
+    Convention: scanner frame (IEC 61217), mm.
+    """
+    assert state.table is not None and state.profile is not None
+    s = settings
+    iso_model = isocenter_model or load_isocenter_model(s.isocenter_model_path)
+    lm_model = landmark_model or load_landmark_model(s.landmark_model_path)
+    position, table = state.patient_position, state.table
+    models: dict[str, str] = {}
+    head_p = None
+    anatomy: AnatomyEstimate = estimate_levels(
+        state.landmarks_mm, state.landmark_confidence, position=position, model=lm_model
+    )
+    net = load_level_net(s.level_net_path) if s.use_level_net else None
+    if net is not None and anatomy.superior_sign != 0:
+        hmap = height_map(state.patient_points_mm, table, anatomy.superior_sign)
+        arms = str(state.arms) if state.arms is not None else None
+        net_out = net.predict(hmap, posture_group(position), arms)
+        anatomy = fuse_levels(anatomy, net_out.levels)
+        head_p = float(net_out.head_direction_p)
+        models["level_net"] = net.source
+    scene_lv = scene_levels(state)
+    if scene_lv and anatomy.superior_sign != 0:
+        anatomy = fuse_levels(anatomy, scene_lv)
+        models["scene_net"] = "scene network landmarks"
+    feats: SliceFeatures = slice_features(
+        state.profile,
+        state.patient_points_mm,
+        table,
+        support_dip_mm=state.support_dip_mm,
+        covered_share=state.covered_share,
+    )
+    anchors, _ = keypoint_anchors(
+        keypoints, state.landmark_confidence, min_confidence=lm_model.min_confidence
+    )
+    u = None
+    if "shoulders" in anchors and "hips" in anchors:
+        try:
+            u = body_coordinate(feats.y_mm, anchors["shoulders"][1], anchors["hips"][1])
+        except ValueError:
+            u = None
+    cx, cz = predict_centroids(feats, iso_model, group=posture_group(position), u=u)
+    return BodyEstimate(anatomy, head_p, feats, cx, cz, models)
+
+
 def make_plan(
     state: PatientState,
     protocol: Protocol,
@@ -626,22 +702,12 @@ def make_plan(
     found += ck.check_arms(state.arms, state.arms_confidence, protocol.arms, protocol.name, settings=cs)
     found += ck.check_moved({}, state.moving, settings=cs)
 
-    # 2. landmark levels
-    anatomy: AnatomyEstimate = estimate_levels(
-        state.landmarks_mm, state.landmark_confidence, position=position, model=lm_model
-    )
-    net = load_level_net(s.level_net_path) if s.use_level_net else None
-    if net is not None and anatomy.superior_sign != 0:
-        hmap = height_map(state.patient_points_mm, table, anatomy.superior_sign)
-        arms = str(state.arms) if state.arms is not None else None
-        net_out = net.predict(hmap, posture_group(position), arms)
-        anatomy = fuse_levels(anatomy, net_out.levels)
-        found += ck.check_head_direction(net_out.head_direction_p, position, settings=cs)
-        models["level_net"] = net.source
-    scene_lv = scene_levels(state)
-    if scene_lv and anatomy.superior_sign != 0:
-        anatomy = fuse_levels(anatomy, scene_lv)
-        models["scene_net"] = "scene network landmarks"
+    # 2. landmark levels, and the body's slices and centroids
+    body = estimate_body(state, keypoints, settings=s, isocenter_model=iso_model, landmark_model=lm_model)
+    models.update(body.models)
+    if body.head_direction_p is not None:
+        found += ck.check_head_direction(body.head_direction_p, position, settings=cs)
+    anatomy = body.anatomy
     sign = anatomy.superior_sign
     levels = {k: v.y_mm for k, v in anatomy.levels.items()}
     sigma = {k: v.sigma_mm for k, v in anatomy.levels.items()}
@@ -662,23 +728,7 @@ def make_plan(
         )
 
     # 4. isocenter
-    feats: SliceFeatures = slice_features(
-        state.profile,
-        state.patient_points_mm,
-        table,
-        support_dip_mm=state.support_dip_mm,
-        covered_share=state.covered_share,
-    )
-    anchors, _ = keypoint_anchors(
-        keypoints, state.landmark_confidence, min_confidence=lm_model.min_confidence
-    )
-    u = None
-    if "shoulders" in anchors and "hips" in anchors:
-        try:
-            u = body_coordinate(feats.y_mm, anchors["shoulders"][1], anchors["hips"][1])
-        except ValueError:
-            u = None
-    cx, cz = predict_centroids(feats, iso_model, group=posture_group(position), u=u)
+    feats, cx, cz = body.features, body.centroid_x_mm, body.centroid_z_mm
     region = planned
     if protocol.isocenter_region is not None and scan_range_mm is None:
         region = range_from_levels(levels, *protocol.isocenter_region, sign) or planned
