@@ -379,6 +379,68 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in checked) else 1
 
 
+def _cmd_fluoro_procedures(args: argparse.Namespace) -> int:
+    from positioning.planning.procedure import list_procedures
+
+    for p in list_procedures(search_dirs=args.procedure_dir or ()):
+        positions = "/".join(map(str, p.expected_positions))
+        print(f"{p.name:<20} {positions:<16} {p.description}")
+    return 0
+
+
+def _cmd_fluoro_plan(args: argparse.Namespace) -> int:
+    from positioning.perception.overlay import display_image
+    from positioning.planning.fluoro import make_fluoro_plan
+    from positioning.planning.fluoro_overlay import draw_fluoro_plan
+    from positioning.planning.procedure import load_procedure
+    from positioning.service.session import SessionRequest
+    from positioning.sim.preview import save_png
+
+    procedure = load_procedure(args.procedure, search_dirs=args.procedure_dir or ())  # fails first
+    run = run_session(
+        args.recording,
+        SessionRequest(),
+        calibration=args.calibration,
+        max_frames=args.frames,
+        landmarks=args.landmarks,
+        room=args.room,
+    )
+    plan = make_fluoro_plan(run.states[-1], procedure, expected_position=args.position)
+    doc = plan.to_json()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"Procedure {plan.procedure}: {'ready' if plan.ok else 'needs attention'}")
+        if plan.patient_position is not None:
+            print(f"Patient {plan.patient_position}, arms {plan.arms}.")
+        if plan.target is not None and plan.table_offset is not None:
+            c, z = plan.target.center_mm, plan.target.size_mm
+            t = plan.table_offset
+            print(
+                f"Target centre x {c[0]:+.0f}, y {c[1]:+.0f}, z {c[2]:+.0f} mm; "
+                f"size {z[0]:.0f} x {z[1]:.0f} x {z[2]:.0f} mm (C-arm frame)."
+            )
+            print(
+                f"Table: vertical {t.vertical_mm:+.0f} mm, longitudinal {t.longitudinal_mm:+.0f} mm, "
+                f"lateral {t.lateral_mm:+.0f} mm; the target's centre then lies "
+                + ", ".join(f"{v:+.0f}" for v in t.residual_mm)
+                + " mm from the isocenter."
+            )
+            for beam, f in plan.fields.items():
+                print(
+                    f"{beam} field at the detector: {f.width_mm:.0f} x {f.height_mm:.0f} mm "
+                    f"(magnification {f.magnification:.2f}), {f.area_saved_percent:.0f} % of the "
+                    "uncollimated area saved."
+                )
+        for c in plan.checks:
+            print(f"[{str(c.severity).upper()}] {c.code}: {c.message}")
+    if args.overlay:
+        frame = run.last_frame
+        img = draw_fluoro_plan(display_image(frame), plan, procedure.c_arm, run.calibration, frame.intrinsics)
+        print(f"overlay: {save_png(args.overlay, img)}", file=sys.stderr if args.json else sys.stdout)
+    return 0 if plan.target is not None else 1
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from positioning.planning.protocol import list_protocols
 
@@ -610,6 +672,10 @@ _DELEGATED_BENCHES: dict[str, tuple[str, str]] = {
         "bench_tablet",
         "the tablet app in headless Chromium: page load, frame to picture on the page",
     ),
+    "fluoro": (
+        "bench_fluoro",
+        "fluoroscopy set-ups vs truth: target centre error, the true target inside the field, area saved",
+    ),
 }
 
 
@@ -837,6 +903,33 @@ def build_parser() -> argparse.ArgumentParser:
     noise = sim.add_parser("noise-report", help="depth noise model vs the real D435 recording")
     noise.add_argument("path", nargs="?", default=None, help="a real RealSense recording")
     noise.set_defaults(func=_cmd_sim_noise_report)
+
+    fl = sub.add_parser("fluoro", help="fluoroscopy: target region, table position and collimation")
+    fsub = fl.add_subparsers(dest="fluoro_command", required=True)
+    fp = fsub.add_parser("procedures", help="list the fluoroscopy procedures (protocols/fluoro/)")
+    fp.add_argument("--procedure-dir", action="append", metavar="DIR", help="site procedure folder")
+    fp.set_defaults(func=_cmd_fluoro_procedures)
+    fpl = fsub.add_parser("plan", help="plan a fluoroscopy set-up from a recording")
+    fpl.add_argument("recording", help="a RealSense recording (.db3 or .bag), or sim[:SCENARIO[@SEED]]")
+    fpl.add_argument(
+        "--procedure", required=True, help="procedure name (see `positioning fluoro procedures`)"
+    )
+    fpl.add_argument("--procedure-dir", action="append", metavar="DIR", help="site procedure folder")
+    fpl.add_argument("--calibration", metavar="FILE", help="default: RECORDING.calibration.yaml beside it")
+    fpl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    fpl.add_argument(
+        "--overlay", metavar="PNG", help="write the colour image with the target and field drawn"
+    )
+    fpl.add_argument("--frames", type=int, default=None, help="read at most N frames")
+    fpl.add_argument(
+        "--position",
+        default=None,
+        choices=["HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR", "FFDL", "FFDR"],
+        help="the patient position entered for the procedure (default: the procedure's)",
+    )
+    _landmarks_option(fpl)
+    _room_option(fpl)
+    fpl.set_defaults(func=_cmd_fluoro_plan)
 
     ev = sub.add_parser(
         "evaluate",

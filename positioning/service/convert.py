@@ -223,3 +223,60 @@ def device_status_message(status: Any) -> Any:
         calibration_sha256=status.calibration_sha256,
         frames_delivered=status.frames_delivered,
     )
+
+
+def procedure_info(procedure: Any) -> Any:
+    """A fluoroscopy :class:`~positioning.planning.procedure.Procedure` as its picker entry."""
+    return pb2.ProcedureInfo(
+        name=procedure.name,
+        description=procedure.description,
+        accepted_positions=[str(x) for x in procedure.expected_positions],
+        body_region=procedure.body_region,
+        superior_landmark=procedure.target.superior.landmark,
+        inferior_landmark=procedure.target.inferior.landmark,
+    )
+
+
+def _field_message(field: Any) -> Any:
+    return pb2.CollimatedField(
+        beam=field.beam,
+        width_mm=field.width_mm,
+        height_mm=field.height_mm,
+        area_saved_percent=field.area_saved_percent,
+        magnification=field.magnification,
+        covers_target=field.covers_target,
+    )
+
+
+def fluoro_plan_message(plan: Any) -> Any:
+    """A :class:`~positioning.planning.fluoro.FluoroPlan` as its message."""
+    msg = pb2.FluoroPlan(
+        procedure=plan.procedure,
+        status=plan.status.value,
+        frame_number=int(plan.frame_number or 0),
+        patient_position="" if plan.patient_position is None else str(plan.patient_position),
+        arms="" if plan.arms is None else str(plan.arms),
+        checks=[_check(c.code, c.severity, c.message) for c in plan.checks],
+        ok=plan.ok,
+        plan_json=json.dumps(plan.to_json()),
+    )
+    if plan.target is not None:
+        c, z = plan.target.center_mm, plan.target.size_mm
+        msg.target_center.CopyFrom(pb2.PointMm(x_mm=c[0], y_mm=c[1], z_mm=c[2]))
+        msg.target_size.CopyFrom(pb2.SizeMm(x_mm=z[0], y_mm=z[1], z_mm=z[2]))
+    if plan.table_offset is not None:
+        t = plan.table_offset
+        r = t.residual_mm
+        msg.table_offset.CopyFrom(
+            pb2.FluoroTableOffset(
+                vertical_mm=t.vertical_mm,
+                longitudinal_mm=t.longitudinal_mm,
+                lateral_mm=t.lateral_mm,
+                residual=pb2.PointMm(x_mm=r[0], y_mm=r[1], z_mm=r[2]),
+            )
+        )
+    if "PA" in plan.fields:
+        msg.field_pa.CopyFrom(_field_message(plan.fields["PA"]))
+    if "lateral" in plan.fields:
+        msg.field_lateral.CopyFrom(_field_message(plan.fields["lateral"]))
+    return msg

@@ -17,6 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from positioning.conventions import PatientPosition
 from positioning.errors import PositioningError, ProtocolError
 from positioning.service import convert
 from positioning.service.auth import TokenStore, identity_of
@@ -245,6 +246,36 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
         scan_range = _range(request)
         self._require_camera()
         return convert.plan_message(session.plan(scan_range))
+
+    @_unary
+    def ListProcedures(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from positioning.planning.procedure import list_procedures
+
+        return pb2.ListProceduresResponse(procedures=[convert.procedure_info(p) for p in list_procedures()])
+
+    @_unary
+    def GetFluoroPlan(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from positioning.planning.procedure import load_procedure
+
+        session = self.hub.active_session(_session_id(request))
+        if not request.procedure:
+            raise _AbortError(
+                grpc.StatusCode.INVALID_ARGUMENT, "procedure is required (ListProcedures)", "procedure"
+            )
+        try:
+            procedure = load_procedure(request.procedure)
+        except ProtocolError as e:
+            raise _AbortError(grpc.StatusCode.INVALID_ARGUMENT, str(e), "procedure") from e
+        if request.expected_position and request.expected_position not in PatientPosition.__members__:
+            raise _AbortError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "expected_position must be a DICOM patient position "
+                f"({', '.join(PatientPosition.__members__)}), got {request.expected_position!r}",
+                "expected_position",
+            )
+        self._require_camera()
+        plan = session.fluoro_plan(procedure, expected_position=request.expected_position or None)
+        return convert.fluoro_plan_message(plan)
 
     @_unary
     def GetOverlay(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -381,6 +381,22 @@ class Session:
         with self._lock:
             return self._make_plan(self._latest_state(), scan_range_mm, confirmed=self.confirmed)
 
+    def fluoro_plan(self, procedure: Any, *, expected_position: str | None = None) -> Any:
+        """A fluoroscopy set-up (:func:`~positioning.planning.fluoro.make_fluoro_plan`) on the latest frame.
+
+        Raises:
+            NothingToConfirmError: no frame has been processed yet.
+        """
+        from positioning.planning.fluoro import make_fluoro_plan
+
+        with self._lock:
+            if self.latest is None:
+                raise NothingToConfirmError("no frame has been perceived yet in this session")
+            state = self.latest.state
+        return make_fluoro_plan(
+            state, procedure, settings=self.plan_settings, expected_position=expected_position
+        )
+
     def report_table_position(self, table_position_mm: float) -> None:
         """The console's longitudinal table reading (mm, increasing into the gantry)."""
         v = float(table_position_mm)

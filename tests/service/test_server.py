@@ -115,6 +115,31 @@ def test_a_malformed_start_is_invalid_argument_naming_the_field(client, kwargs, 
     assert _field(e.value) == field
 
 
+def test_fluoroscopy_procedures_and_a_set_up_over_the_channel(client, session):
+    procs = client.stub.ListProcedures(pb2.ListProceduresRequest(), timeout=10).procedures
+    ercp = next(p for p in procs if p.name == "ercp")
+    assert "HFS" in ercp.accepted_positions and ercp.superior_landmark == "xiphoid"
+    sid = session.session_id
+    client.plan(sid)  # a frame has been perceived
+    plan = client.stub.GetFluoroPlan(pb2.GetFluoroPlanRequest(session_id=sid, procedure="ercp"), timeout=30)
+    assert plan.procedure == "ercp" and plan.patient_position == "HFS"
+    assert plan.HasField("target_center") and plan.HasField("field_pa") and plan.HasField("field_lateral")
+    assert plan.target_center.x_mm < 0 and 0 < plan.field_pa.area_saved_percent < 100  # the patient's right
+    assert abs(plan.table_offset.residual.z_mm) < 1.0
+    assert '"schema": "positioning.fluoro_plan/1"' in plan.plan_json
+    for req, field in (
+        (pb2.GetFluoroPlanRequest(session_id=sid, procedure=""), "procedure"),
+        (pb2.GetFluoroPlanRequest(session_id=sid, procedure="no-such"), "procedure"),
+        (
+            pb2.GetFluoroPlanRequest(session_id=sid, procedure="ercp", expected_position="HFX"),
+            "expected_position",
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as e:
+            client.stub.GetFluoroPlan(req, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and _field(e.value) == field
+
+
 def test_range_and_index_fields_are_checked(client, session):
     sid = session.session_id
     req = pb2.GetPlanRequest(session_id=sid, scan_start_mm=-900.0)
