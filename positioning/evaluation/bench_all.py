@@ -14,6 +14,8 @@ from the JSON the benchmark writes, and prints one table: benchmark, headline fi
   the first sessions of the robustness suite (:mod:`.robustness`);
 * ``evaluate``: the quick evaluation suite (``positioning evaluate quick``, :mod:`.evaluate`): isocenter,
   range ends, position and arms right, failures and silent failures;
+* ``fluoro``: fluoroscopy set-ups on the first sessions of the full suite: target centre error, the true
+  target inside the PA field, area saved (:mod:`.bench_fluoro`);
 * ``pipeline``: frames perceived per second at camera rate, per-frame and frame-to-estimate time
   (:mod:`.bench_pipeline`);
 * ``serve``: frame-to-client latency and estimates per second, one client (:mod:`.bench_serve`);
@@ -172,6 +174,22 @@ def evaluate_headline(doc: dict[str, Any]) -> list[Figure]:
     ]  # fmt: skip
 
 
+def fluoro_headline(doc: dict[str, Any]) -> list[Figure]:
+    """From ``positioning bench fluoro --json FILE`` (:func:`~.bench_fluoro.summarize` under ``summary``)."""
+    a = doc["summary"]["all"]
+    c = a["centre_err_mm"]
+    return [
+        Figure(f"target centre error (n={c.get('n', 0)} plans)", _r(c.get("median")), _r(c.get("p95")), "mm"),
+        Figure("true target wholly inside the PA field", _pct(a["full_coverage_pa_share"]), None, "%"),
+        Figure(
+            "PA field area saved",
+            _r(a["area_saved_pa"].get("median")),
+            _r(a["area_saved_pa"].get("p95")),
+            "%",
+        ),
+    ]
+
+
 def pipeline_headline(doc: dict[str, Any] | list[dict[str, Any]]) -> list[Figure]:
     """From ``positioning bench pipeline --json FILE`` (one run, or the baseline and the run: the last)."""
     r = doc[-1] if isinstance(doc, list) else doc
@@ -263,6 +281,7 @@ BENCHES: dict[str, Bench] = {
             ("-m", "positioning.cli", "evaluate", "quick", "--no-progress", "--json", JSON_PATH),
             evaluate_headline,
         ),
+        _bench("fluoro", "--cases 8 --jobs 2 --json {json}", fluoro_headline),
         _bench("pipeline", "--seconds 5 --json {json}", pipeline_headline),
         _bench("serve", "--seconds 5 --clients 1 --json {json}", serve_headline),
         _bench("tablet", "--seconds 5 --loads 3 --json {json}", tablet_headline, unavailable=_no_chromium),

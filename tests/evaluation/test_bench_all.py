@@ -89,7 +89,7 @@ def test_select_keeps_the_overview_order():
     assert list(BENCHES)[:3] == ["sim", "perception", "plan"]
     assert [b.name for b in select(["serve", "sim", "plan"], ["plan"])] == ["sim", "serve"]
     assert [b.name for b in select(None, ["tablet", "robustness"])] == [
-        "sim", "perception", "plan", "evaluate", "pipeline", "serve",
+        "sim", "perception", "plan", "evaluate", "fluoro", "pipeline", "serve",
     ]  # fmt: skip
 
 
