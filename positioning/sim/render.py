@@ -156,6 +156,9 @@ def render(
     h, w = intrinsics.height, intrinsics.width
     ray_v = rays[valid]
     points = ray_v[:, :3] + ray_v[:, 3:] * t[valid][:, None]
+    for k, m in enumerate(meshes):
+        if m.texture is not None and (on := gid == k).any():
+            albedo_v[on] = m.texture(points[on])
     if lighting is None:
         offset = (
             (300.0, 300.0, 0.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class Label(enum.IntEnum):
     COVER = 8
     CLUTTER = 9
     PILLOW = 10
+    BOARD = 11
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +61,15 @@ class Mesh:
         faces: ``(F, 3)`` int32, counter-clockwise seen from outside.
         colors_rgb: ``(V, 3)`` float32 albedo in [0, 1].
         label: what the mesh is.
+        texture: a pattern printed on it (the calibration board), replacing the vertex colours.
     """
 
     vertices_mm: np.ndarray
     faces: np.ndarray
     colors_rgb: np.ndarray
     label: Label
+    #: a printed pattern: scanner-frame hit points ``(N, 3)`` -> albedo ``(N, 3)`` (None: vertex colours)
+    texture: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

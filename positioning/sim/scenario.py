@@ -93,6 +93,7 @@ class SessionSpec:
         second_person: ``(x_mm, y_mm)`` of a standing second person beside the table, or None (the
             scenarios' older form of one standing ``staff`` member).
         frames: default number of frames.
+        board: a calibration board on the table (:class:`positioning.sim.board.BoardPlacement`), or None.
     """
 
     scenario: str
@@ -114,6 +115,7 @@ class SessionSpec:
     shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     second_person: tuple[float, float] | None = None
     frames: int = 30
+    board: Any = None
 
 
 def list_scenarios(directory: Path | None = None) -> list[Scenario]:

@@ -117,6 +117,10 @@ class SimulatedSession:
         self._colors: np.ndarray | None = None
         self._landmarks_mm: dict[str, np.ndarray] = {}
         self._static: list[Mesh] = room_meshes(spec.room)
+        if spec.board is not None:
+            from positioning.sim.board import board_mesh
+
+            self._static.append(board_mesh(spec.board))
         if spec.phenotype is not None and spec.placement is not None:
             self._model = model or body_model()
             self.placed = place_body(spec.phenotype, spec.placement, model=self._model)

@@ -8,7 +8,7 @@ import re
 from positioning.service.protos import GENERATED_DIR, generate, load_stubs, proto_digest, proto_root
 
 #: Numbers whose name carries no unit because they have none.
-UNITLESS = {"position_confidence", "arms_confidence", "confidence", "fps", "depth_fill_rate"}
+UNITLESS = {"position_confidence", "arms_confidence", "confidence", "fps", "depth_fill_rate", "magnification"}
 
 
 def _proto_lines() -> list[str]:

@@ -115,12 +115,12 @@ def test_a_malformed_start_is_invalid_argument_naming_the_field(client, kwargs, 
     assert _field(e.value) == field
 
 
-def test_fluoroscopy_procedures_and_a_set_up_over_the_channel(client, session):
+def test_fluoroscopy_procedures_and_a_set_up_over_the_channel(client, session, wait_for_plan):
     procs = client.stub.ListProcedures(pb2.ListProceduresRequest(), timeout=10).procedures
     ercp = next(p for p in procs if p.name == "ercp")
     assert "HFS" in ercp.accepted_positions and ercp.superior_landmark == "xiphoid"
     sid = session.session_id
-    client.plan(sid)  # a frame has been perceived
+    wait_for_plan(client, sid)  # frames have been perceived
     plan = client.stub.GetFluoroPlan(pb2.GetFluoroPlanRequest(session_id=sid, procedure="ercp"), timeout=30)
     assert plan.procedure == "ercp" and plan.patient_position == "HFS"
     assert plan.HasField("target_center") and plan.HasField("field_pa") and plan.HasField("field_lateral")
