@@ -441,6 +441,117 @@ def _cmd_fluoro_plan(args: argparse.Namespace) -> int:
     return 0 if plan.target is not None else 1
 
 
+def _cmd_sim_calibration(args: argparse.Namespace) -> int:
+    from positioning.sim.board import record_calibration_set
+
+    paths = record_calibration_set(
+        args.out_dir, scenario=args.scenario, seed=args.seed, heights_mm=args.heights,
+        positions_mm=args.positions, frames=args.frames,
+    )  # fmt: skip
+    for p in paths:
+        print(f"wrote {p} (readings in {p.stem}.table.yaml)")
+    return 0
+
+
+def _calibrate_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    solve = argparse.ArgumentParser(
+        prog="positioning calibrate",
+        description="Calibrate the camera to the scanner from recordings of the ChArUco board at two table "
+        "heights and two longitudinal positions at least (readings in NAME.table.yaml or --table). "
+        "Other forms: `positioning calibrate board --out FILE`, `positioning calibrate check RECORDING`.",
+    )
+    solve.add_argument("recordings", nargs="+", metavar="RECORDING")
+    solve.add_argument("--out", required=True, metavar="ROOM.yaml", help="the room file to write")
+    solve.add_argument("--board", metavar="FILE", help="board file (default calibration/board-charuco.yaml)")
+    solve.add_argument(
+        "--table", action="append", default=[], metavar="REC=H,L", help="a recording's readings"
+    )
+    solve.add_argument(
+        "--reference-height",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="the height reading at which the board's face is at the isocenter's height",
+    )
+    solve.add_argument(
+        "--reference-longitudinal",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="the longitudinal reading at which the board's origin is in the scan plane",
+    )
+    solve.add_argument("--room", metavar="FILE", help="the table model to keep (default: the default room's)")
+    board = argparse.ArgumentParser(
+        prog="positioning calibrate board", description="Write the board at scale."
+    )
+    board.add_argument("--out", required=True, metavar="PNG|PDF")
+    board.add_argument("--board", metavar="FILE")
+    check = argparse.ArgumentParser(
+        prog="positioning calibrate check",
+        description="The daily check: the table seen now against the calibration (2 mm / 0.5 deg); exit 1 on "
+        "fail.",
+    )
+    check.add_argument("recording")
+    check.add_argument("--calibration", metavar="FILE", help="default: the recording's own sidecar")
+    check.add_argument("--table-height", type=float, default=None, metavar="MM")
+    check.add_argument("--table-position", type=float, default=None, metavar="MM")
+    check.add_argument("--json", action="store_true")
+    return solve, board, check  # fmt: skip
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from positioning.calibration.board import load_board, write_board
+    from positioning.calibration.workflow import calibrate_recordings, check_recording, write_room_file
+
+    solve_p, board_p, check_p = _calibrate_parsers()
+    rest = list(args.rest)
+    if rest[:1] == ["board"]:
+        a = board_p.parse_args(rest[1:])
+        print(f"board {write_board(load_board(a.board), a.out)}")
+        return 0
+    if rest[:1] == ["check"]:
+        a = check_p.parse_args(rest[1:])
+        report, used = check_recording(
+            a.recording, a.calibration, table_height_mm=a.table_height, table_position_mm=a.table_position
+        )
+        if a.json:
+            print(json.dumps(report.to_json() | {"calibration": used}, indent=2))
+        else:
+            print(f"calibration {used}")
+            print(report.summary())
+            for note in report.notes:
+                print(f"  not measured: {note}")
+        return 0 if report.passed else 1
+    a = solve_p.parse_args(rest)
+    readings = {}
+    for item in a.table:
+        name, _, values = item.partition("=")
+        try:
+            h, y = (float(v) for v in values.split(","))
+        except ValueError as e:
+            raise PositioningError(f"--table takes REC=HEIGHT,LONGITUDINAL, got {item!r}") from e
+        readings[name] = (h, y)
+    board = load_board(a.board)
+    result, views, frame = calibrate_recordings(
+        a.recordings, board=board, readings=readings, reference_height_mm=a.reference_height,
+        reference_longitudinal_mm=a.reference_longitudinal,
+    )  # fmt: skip
+    out = write_room_file(
+        a.out, result, board, frame, reference_height_mm=a.reference_height,
+        reference_longitudinal_mm=a.reference_longitudinal, room=a.room, recordings=a.recordings,
+    )  # fmt: skip
+    for v in views:
+        print(f"{v.label}: {len(v.ids)} corners in {v.frames} frames at height {v.table_height_mm:+.0f}, "
+              f"longitudinal {v.table_longitudinal_mm:+.0f} mm")  # fmt: skip
+    print(
+        f"calibrated from {result.corners} corners in {result.views} recordings: reprojection "
+        f"{result.reprojection_px:.2f} px ({result.residual_mm:.2f} mm on the board), depth against the "
+        f"board's plane {result.depth_residual_mm:+.1f} mm"
+    )
+    print(f"room file {out}")
+    return 0
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from positioning.planning.protocol import list_protocols
 
@@ -900,9 +1011,27 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--frame", type=int, default=0)
     prev.add_argument("--out", required=True, metavar="PNG")
     prev.set_defaults(func=_cmd_sim_preview)
+    scal = sim.add_parser(
+        "calibration", help="record the calibration board at several table readings (with their sidecars)"
+    )
+    scal.add_argument("out_dir", metavar="OUT_DIR")
+    scal.add_argument("--scenario", default="hfs-arms-up", help="the room and camera (default hfs-arms-up)")
+    scal.add_argument("--seed", type=int, default=0)
+    scal.add_argument("--heights", type=float, nargs="+", default=[-380.0, -220.0, -60.0], metavar="MM")
+    scal.add_argument("--positions", type=float, nargs="+", default=[-300.0, -900.0], metavar="MM")
+    scal.add_argument("--frames", type=int, default=3)
+    scal.set_defaults(func=_cmd_sim_calibration)
     noise = sim.add_parser("noise-report", help="depth noise model vs the real D435 recording")
     noise.add_argument("path", nargs="?", default=None, help="a real RealSense recording")
     noise.set_defaults(func=_cmd_sim_noise_report)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="camera-to-scanner calibration (RECORDINGS... --out ROOM.yaml; board --out FILE; check REC)",
+        add_help=False,
+    )
+    cal.add_argument("rest", nargs=argparse.REMAINDER)
+    cal.set_defaults(func=_cmd_calibrate)
 
     fl = sub.add_parser("fluoro", help="fluoroscopy: target region, table position and collimation")
     fsub = fl.add_subparsers(dest="fluoro_command", required=True)

@@ -123,6 +123,8 @@ class CalibrationResult:
         depth_residual_mm: median distance of the depth points on the board's face to its plane (signed
             median, the camera's depth against the corners' geometry).
         corners: corners used; views: recordings used.
+        table_plane_deg: ``(tilt, roll)`` of the table's plane in depth with this calibration (the daily
+            check's baseline; filled by :func:`positioning.calibration.workflow.calibrate_recordings`).
     """
 
     camera_to_scanner: np.ndarray
@@ -131,6 +133,7 @@ class CalibrationResult:
     depth_residual_mm: float
     corners: int
     views: int
+    table_plane_deg: tuple[float, float] = (0.0, 0.0)
 
 
 def _intrinsics_matrix(k: Intrinsics) -> np.ndarray:

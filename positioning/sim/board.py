@@ -14,6 +14,8 @@ reading is the board origin's z and y).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +23,7 @@ from positioning.calibration.board import Board, board_to_scanner
 from positioning.sim.room import Label, Mesh, box_mesh
 from positioning.sim.scenario import SessionSpec
 
-__all__ = ["BoardPlacement", "board_mesh", "calibration_spec"]
+__all__ = ["BoardPlacement", "board_mesh", "calibration_spec", "record_calibration_set"]
 
 TEXTURE_PX_PER_MM = 4.0
 
@@ -64,13 +66,19 @@ def board_mesh(placement: BoardPlacement) -> Mesh:
 
 
 def calibration_spec(base: SessionSpec, placement: BoardPlacement) -> SessionSpec:
-    """``base``'s room, camera and light with the board on the table at ``placement``'s readings and
-    nothing else on or beside it."""
+    """``base``'s room, camera and light with the board on the table at ``placement``'s readings (its top
+    edge at the table's head end) and nothing else on or beside it. Replace ``board`` by None in the
+    result for the same empty table without the board (the daily check's view)."""
     room = base.room
     mattress_top = placement.table_height_mm - placement.board.thickness_mm
-    head = max(room.table_head_y_mm, placement.table_longitudinal_mm + 100.0)
+    # the board's top edge at the table's head end (as the placement in board-charuco.yaml says)
     room = dataclasses.replace(
-        room, mattress_top_z_mm=mattress_top, table_head_y_mm=head, clutter=(), mattress_sagitta_mm=0.0
+        room,
+        mattress_top_z_mm=mattress_top,
+        table_head_y_mm=placement.table_longitudinal_mm,
+        clutter=(),
+        mattress_sagitta_mm=0.0,
+        head_holder="none",
     )
     return dataclasses.replace(
         base,
@@ -82,3 +90,40 @@ def calibration_spec(base: SessionSpec, placement: BoardPlacement) -> SessionSpe
         shift_at_frame=None,
         board=placement,
     )
+
+
+def record_calibration_set(
+    out_dir: str | Path,
+    *,
+    scenario: str = "hfs-arms-up",
+    seed: int = 0,
+    heights_mm: Sequence[float] = (-380.0, -220.0, -60.0),
+    positions_mm: Sequence[float] = (-300.0, -900.0),
+    frames: int = 3,
+    board: Board | None = None,
+) -> list[Path]:
+    """Record the board at every pair of table readings in ``scenario``'s room and camera, as a site does
+    (``calib-H-L.db3`` each, with ``calib-H-L.table.yaml`` holding the console's readings, and the truth
+    and true calibration sidecars the simulator writes for evaluation)."""
+    import yaml
+
+    from positioning.calibration.board import load_board
+    from positioning.calibration.workflow import readings_path
+    from positioning.sim.scenario import sample_session
+    from positioning.sim.session import record_session
+
+    board = board or load_board()
+    base = sample_session(scenario, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for h in heights_mm:
+        for y in positions_mm:
+            spec = calibration_spec(base, BoardPlacement(board, float(h), float(y)))
+            rec = out / f"calib-{h:+.0f}-{y:+.0f}.db3"
+            record_session(spec, rec, frames=frames)
+            readings_path(rec).write_text(
+                yaml.safe_dump({"height_mm": float(h), "longitudinal_mm": float(y)}, sort_keys=False)
+            )
+            paths.append(rec)
+    return paths
