@@ -783,6 +783,10 @@ _DELEGATED_BENCHES: dict[str, tuple[str, str]] = {
         "bench_tablet",
         "the tablet app in headless Chromium: page load, frame to picture on the page",
     ),
+    "calibration": (
+        "bench_calibration",
+        "calibration vs the true transform across rooms, the daily check, a wrong calibration's effect",
+    ),
     "fluoro": (
         "bench_fluoro",
         "fluoroscopy set-ups vs truth: target centre error, the true target inside the field, area saved",

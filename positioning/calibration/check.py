@@ -52,6 +52,8 @@ class DriftReport:
         vertical_mm, longitudinal_mm: against the console's readings (NaN without them).
         tolerance_mm, tolerance_deg: the pass/fail limits.
         vertical_tolerance_mm: the vertical one (looser when the height comes from depth alone).
+        notes: what was not measured and why; source: what the figures come from.
+        seen_top_z_mm: the table top's height as seen in depth.
         notes: what could not be measured, and why.
     """
 
@@ -66,6 +68,7 @@ class DriftReport:
     vertical_tolerance_mm: float = TOLERANCE_MM
     notes: tuple[str, ...] = ()
     source: str = "table"
+    seen_top_z_mm: float = math.nan
 
     @property
     def failures(self) -> list[str]:
@@ -188,6 +191,7 @@ def drift_from_table(
         vertical_mm=vertical,
         longitudinal_mm=longitudinal,
         notes=tuple(notes),
+        seen_top_z_mm=float(table.top_z_mm),
     )
 
 
@@ -243,8 +247,9 @@ def check_calibration(
         name: float(np.nanmedian([getattr(r, name) for r in reports]))
         if any(math.isfinite(getattr(r, name)) for r in reports)
         else math.nan
-        for name in ("tilt_deg", "roll_deg", "yaw_deg", "lateral_mm", "vertical_mm", "longitudinal_mm")
-    }
+        for name in ("tilt_deg", "roll_deg", "yaw_deg", "lateral_mm", "vertical_mm", "longitudinal_mm",
+                     "seen_top_z_mm")
+    }  # fmt: skip
     med["tilt_deg"] -= baseline_deg[0]
     med["roll_deg"] -= baseline_deg[1]
     notes = tuple(dict.fromkeys(n for r in reports for n in r.notes))
@@ -256,22 +261,18 @@ def drift_from_board(
     calibration: Calibration,
     board: Any,
     *,
-    table_height_mm: float | None = None,
+    face_z_mm: float,
     table_position_mm: float | None = None,
-    reference_height_mm: float = 0.0,
     reference_longitudinal_mm: float = 0.0,
 ) -> DriftReport | None:
-    """Drift from the calibration board lying on the table as when calibrating (None: not in view).
+    """In-plane drift from the calibration board lying on the table as when calibrating (None: not in view).
 
-    The board's pose from its corners (:func:`cv2.solvePnP`, the camera's intrinsics) through the
-    calibration, against the pose the placement and the readings give it: along y, centred; at
-    ``z = H - H0`` and with its origin at ``y = L - L0`` when the readings are given. Its position and its
-    yaw are precise (colour geometry, free of the depth stream's own bias); its tilt and roll from one
-    planar view are not (they are reported, and :func:`positioning.calibration.workflow.check_recording`
-    takes them from the table's plane instead).
+    Each corner's ray through the calibration meets the board's plane (``face_z_mm``: from the height
+    reading, or from the table seen in depth); the corners found there are fitted to where the placement
+    puts them (a rigid motion in the plane): yaw, lateral drift, and with the longitudinal reading the
+    longitudinal drift. Colour geometry, so free of the depth stream's own bias; tilt, roll and height are
+    not measured this way (a plane seen from 2 m fixes them poorly) and come from the table's depth.
     """
-    import cv2
-
     from positioning.calibration.board import board_to_scanner
     from positioning.calibration.charuco import detect_board
 
@@ -280,35 +281,29 @@ def drift_from_board(
     except CalibrationError:
         return None
     k = frames[0].intrinsics
-    km = np.array([[k.fx, 0.0, k.ppx], [0.0, k.fy, k.ppy], [0.0, 0.0, 1.0]])
-    obj = board.corners_mm()[view.ids]
-    ok, rvec, tvec = cv2.solvePnP(obj, view.image_px, km, np.zeros(5), flags=cv2.SOLVEPNP_IPPE)
-    if not ok:
-        return None
-    r, _ = cv2.Rodrigues(rvec)
-    camera_from_board = np.eye(4)
-    camera_from_board[:3, :3], camera_from_board[:3, 3] = r, tvec.ravel()
-    seen = calibration.scanner_from_camera @ camera_from_board
-    expected = board_to_scanner(
-        board, table_height_mm or 0.0, table_position_mm or 0.0,
-        reference_height_mm=reference_height_mm, reference_longitudinal_mm=reference_longitudinal_mm,
+    m = calibration.scanner_from_camera
+    rays = np.stack([(view.image_px[:, 0] - k.ppx) / k.fx, (view.image_px[:, 1] - k.ppy) / k.fy,
+                     np.ones(len(view.ids))], 1) @ m[:3, :3].T  # fmt: skip
+    origin = m[:3, 3]
+    t = (face_z_mm - origin[2]) / rays[:, 2]
+    seen = origin[:2] + t[:, None] * rays[:, :2]
+    expected_t = board_to_scanner(
+        board, face_z_mm, table_position_mm if table_position_mm is not None else 0.0,
+        reference_longitudinal_mm=reference_longitudinal_mm if table_position_mm is not None else 0.0,
     )  # fmt: skip
-    e = seen[:3, :3] @ expected[:3, :3].T
-    w = np.degrees([e[2, 1] - e[1, 2], e[0, 2] - e[2, 0], e[1, 0] - e[0, 1]]) / 2
-    width, length = board.size_mm
-    centre_b = np.array([width / 2, length / 2, 0.0, 1.0])
-    d = (seen @ centre_b)[:3] - (expected @ centre_b)[:3]
-    notes = []
-    if table_height_mm is None:
-        notes.append("vertical: no table height reading")
-    if table_position_mm is None:
-        notes.append("longitudinal: no table position reading")
+    expected = (board.corners_mm()[view.ids] @ expected_t[:3, :3].T + expected_t[:3, 3])[:, :2]
+    # the rigid motion in the plane that takes the expected corners to the seen ones (Kabsch in 2-D)
+    ce, cs = expected.mean(0), seen.mean(0)
+    u, _, vt = np.linalg.svd((expected - ce).T @ (seen - cs))
+    r = (u @ vt).T
+    yaw = -math.degrees(math.atan2(r[1, 0], r[0, 0]))  # seen rotated toward -x at the head end: positive
+    d = cs - ce
+    notes = ["longitudinal: no table position reading"] if table_position_mm is None else []
     return DriftReport(
-        tilt_deg=float(w[0]),
-        roll_deg=float(w[1]),
-        yaw_deg=float(-w[2]),
+        tilt_deg=math.nan,
+        roll_deg=math.nan,
+        yaw_deg=yaw,
         lateral_mm=float(d[0]),
-        vertical_mm=float(d[2]) if table_height_mm is not None else math.nan,
         longitudinal_mm=float(d[1]) if table_position_mm is not None else math.nan,
         notes=tuple(notes),
         source="board",

@@ -228,16 +228,25 @@ def check_recording(
         )
     readings = {"table_height_mm": table_height_mm, "table_position_mm": table_position_mm,
                 "reference_height_mm": h0, "reference_longitudinal_mm": l0}  # fmt: skip
-    on_board = drift_from_board(frames, cal, board, **readings) if use_board else None
-    if on_board is not None:
-        # the board gives its position and yaw precisely; its tilt and roll from one planar view do not
-        # hold (a few tenths of a degree to degrees), so those come from the table's plane in depth
-        table = check_calibration(frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline)
-        report = dataclasses.replace(
-            on_board, tilt_deg=table.tilt_deg, roll_deg=table.roll_deg,
-            source="board (position, yaw) and the table's plane (tilt, roll)",
-        )  # fmt: skip
-        return report, used
+    table = check_calibration(
+        frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline, **readings
+    )
+    if not use_board:
+        return table, used
+    # the board's face: where the height reading puts it, or the seen table top plus the plate
+    face = table_height_mm - h0 if table_height_mm is not None else table.seen_top_z_mm + board.thickness_mm
+    on_board = drift_from_board(frames, cal, board, face_z_mm=face, table_position_mm=table_position_mm,
+                                reference_longitudinal_mm=l0)  # fmt: skip
+    if on_board is None:
+        return table, used
+    report = dataclasses.replace(
+        table, yaw_deg=on_board.yaw_deg, lateral_mm=on_board.lateral_mm,
+        longitudinal_mm=on_board.longitudinal_mm,
+        notes=tuple(n for n in table.notes if not n.startswith(("yaw", "lateral", "longitudinal")))
+        + on_board.notes,
+        source="board (yaw, lateral, longitudinal) and the table in depth (tilt, roll, vertical)",
+    )  # fmt: skip
+    return report, used
     report = check_calibration(
         frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline, **readings
     )

@@ -1,0 +1,157 @@
+"""Calibration: the ChArUco board, the simulator's board, the solve against the true transform, the room
+file, and the daily check."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from positioning.calibration.board import Board, board_to_scanner, load_board, write_board
+from positioning.calibration.check import drift_from_table
+from positioning.calibration.workflow import (
+    calibrate_recordings,
+    check_recording,
+    read_readings,
+    transform_error,
+    write_room_file,
+)
+from positioning.errors import CalibrationError
+from positioning.evaluation.bench_calibration import perturbed
+from positioning.evaluation.truth import load_truth
+from positioning.frames import Calibration
+
+
+def test_the_board_file_and_its_pattern(tmp_path):
+    b = load_board()
+    assert b.size_mm == (400.0, 600.0) and len(b.corners_mm()) == (4 - 1) * (6 - 1)
+    assert b.image(2.0).shape == (1200, 800)
+    png, pdf = write_board(b, tmp_path / "b.png"), write_board(b, tmp_path / "b.pdf")
+    assert png.stat().st_size > 5000 and pdf.read_bytes()[:4] == b"%PDF"
+    from PIL import Image
+
+    assert Image.open(png).size == (4000, 6000)  # 10 px per mm: printed at scale
+    with pytest.raises(CalibrationError, match="dictionary"):
+        Board(name="x", dictionary="DICT_NOPE", squares_x=4, squares_y=6, square_mm=100, marker_mm=75)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsquares_x: 4\n")
+    with pytest.raises(CalibrationError, match="malformed"):
+        load_board(bad)
+    with pytest.raises(CalibrationError, match=r"\.png or \.pdf"):
+        write_board(b, tmp_path / "b.svg")
+
+
+def test_the_board_lies_face_up_with_its_top_edge_toward_the_gantry():
+    b = load_board()
+    t = board_to_scanner(b, -150.0, -400.0, reference_height_mm=-50.0, reference_longitudinal_mm=100.0)
+    origin = t @ np.array([0, 0, 0, 1.0])
+    assert origin[:3] == pytest.approx([-200.0, -500.0, -100.0])
+    assert t[:3, :3] @ [1, 0, 0] == pytest.approx([1, 0, 0])  # columns across the table
+    assert t[:3, :3] @ [0, 1, 0] == pytest.approx([0, -1, 0])  # rows toward the foot
+    assert t[:3, :3] @ [0, 0, 1] == pytest.approx([0, 0, -1])  # OpenCV's z into the board: down
+
+
+@pytest.fixture(scope="module")
+def calibration_set(tmp_path_factory):
+    from positioning.sim.board import record_calibration_set
+
+    d = tmp_path_factory.mktemp("calset")
+    recs = record_calibration_set(d, scenario="hfs-arms-up", seed=3, heights_mm=(-350.0, -80.0),
+                                  positions_mm=(-300.0, -850.0), frames=2)  # fmt: skip
+    return d, recs
+
+
+def test_the_board_is_found_and_the_camera_calibrated_within_tolerance(calibration_set, tmp_path):
+    _d, recs = calibration_set
+    result, views, frame = calibrate_recordings(recs)
+    assert result.views == 4 and result.corners >= 40 and all(v.frames == 2 for v in views)
+    true = np.array(load_truth(recs[0])["camera"]["camera_to_scanner"])
+    dt, dr = transform_error(result.camera_to_scanner, true)
+    assert dr < 0.25 and dt < 10.0, (dt, dr)
+    p = np.array([0.0, -900.0, -150.0, 1.0])  # a point on the table: where the error matters
+    moved = result.camera_to_scanner @ np.linalg.inv(true) @ p
+    assert np.linalg.norm(moved[:3] - p[:3]) < 3.0
+    room = write_room_file(tmp_path / "room.yaml", result, load_board(), frame, recordings=recs)
+    cal = Calibration.load(room)  # any --calibration reads the room file
+    assert (
+        np.allclose(cal.scanner_from_camera, result.camera_to_scanner, atol=1e-3) and cal.method == "charuco"
+    )
+    from positioning.perception.table_model import load_table_model
+
+    assert load_table_model(room).width_mm[0] > 0  # and --room reads its table model
+
+
+def test_calibration_needs_two_heights_and_the_readings(calibration_set, tmp_path):
+    _d, recs = calibration_set
+    same_height = [r for r in recs if "-350" in r.name]
+    with pytest.raises(CalibrationError, match="two table heights"):
+        calibrate_recordings(same_height)
+    lonely = tmp_path / "x.db3"
+    lonely.write_bytes(recs[0].read_bytes())
+    with pytest.raises(CalibrationError, match=r"no table readings for x\.db3"):
+        read_readings(lonely)
+    assert read_readings(lonely, {"x.db3": (1.0, 2.0)}) == (1.0, 2.0)
+
+
+def test_the_daily_check_passes_a_right_calibration_and_fails_a_moved_camera(calibration_set, tmp_path):
+    from positioning.calibration.board import load_board
+    from positioning.sim.board import BoardPlacement, calibration_spec
+    from positioning.sim.scenario import sample_session
+    from positioning.sim.session import record_session
+
+    _d, recs = calibration_set
+    result, _, frame = calibrate_recordings(recs)
+    room = write_room_file(tmp_path / "room.yaml", result, load_board(), frame, recordings=recs)
+    base = sample_session("hfs-arms-up", 3)
+    empty = dataclasses.replace(
+        calibration_spec(base, BoardPlacement(load_board(), -200.0, -500.0)), board=None
+    )
+    record_session(empty, tmp_path / "empty.db3", frames=2)
+    ok, used = check_recording(tmp_path / "empty.db3", room, table_height_mm=-200.0)
+    assert ok.passed and ok.source == "table" and used == str(room), ok.summary()
+    on_board, _ = check_recording(recs[0], room, table_height_mm=-350.0, table_position_mm=-300.0)
+    assert on_board.passed and on_board.source.startswith("board"), on_board.summary()
+    moved = tmp_path / "moved.yaml"
+    Calibration(scanner_from_camera=perturbed(result.camera_to_scanner, rot_x_deg=1.0), method="x").save(
+        moved
+    )
+    bad, _ = check_recording(tmp_path / "empty.db3", moved)
+    assert not bad.passed and any("tilt" in f for f in bad.failures)
+    shifted = tmp_path / "shifted.yaml"
+    Calibration(scanner_from_camera=perturbed(result.camera_to_scanner, dx_mm=4.0), method="x").save(shifted)
+    bad, _ = check_recording(recs[0], shifted, table_height_mm=-350.0, table_position_mm=-300.0)
+    assert any("lateral" in f for f in bad.failures), bad.summary()
+
+
+def test_the_drift_of_a_tilted_plane():
+    class T:
+        x_min_mm, x_max_mm, x_min_seen, x_max_seen = -240.0, 240.0, True, True
+        top_z_mm, y_max_mm, y_max_seen = -150.0, -400.0, True
+
+    xs, ys = np.meshgrid(np.linspace(-230, 230, 40), np.linspace(-1800, -420, 80))
+    a = np.radians(0.8)
+    z = -150.0 + np.tan(a) * (ys + 1000.0) + 4.0  # head end up 0.8 deg, 4 mm too high, centred
+    pts = np.stack([xs.ravel() + 3.0, ys.ravel(), z.ravel()], 1)
+    r = drift_from_table(
+        T(), pts, table_height_mm=-150.0 + 5.0, reference_height_mm=0.0, board_thickness_mm=5.0
+    )
+    assert r.tilt_deg == pytest.approx(0.8, abs=0.02) and r.roll_deg == pytest.approx(0.0, abs=0.02)
+    assert r.lateral_mm == pytest.approx(3.0, abs=1.0) and r.yaw_deg == pytest.approx(0.0, abs=0.05)
+    assert "tilt" in " ".join(r.failures) and json.dumps(r.to_json())
+
+
+def test_the_commands(calibration_set, tmp_path, capsys):
+    from positioning.cli import main
+
+    _d, recs = calibration_set
+    out = tmp_path / "room.yaml"
+    assert main(["calibrate", *map(str, recs), "--out", str(out)]) == 0
+    assert "reprojection" in capsys.readouterr().out and out.is_file()
+    assert main(["calibrate", "check", str(recs[0]), "--calibration", str(out), "--table-height", "-350",
+                 "--table-position", "-300", "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] and doc["calibration"] == str(out)
+    assert main(["calibrate", "board", "--out", str(tmp_path / "b.png")]) == 0
+    assert main(["calibrate", str(recs[0]), "--out", str(tmp_path / "x.yaml")]) == 2  # one height only
