@@ -110,21 +110,34 @@ class DriftReport:
         )
 
 
-def _plane_normal(p: np.ndarray, table: Any) -> np.ndarray:
+def _well_spread(p: np.ndarray, mid_x: float) -> bool:
+    """Points spread across the table as well as along it, on both sides of its centre line (one strip
+    beside a patient leaves the roll undetermined)."""
+    if len(p) < 100 or np.std(p[:, 0]) < 60.0 or np.std(p[:, 1]) < 60.0:
+        return False
+    return 0.25 <= float(np.mean(p[:, 0] < mid_x)) <= 0.75
+
+
+def _plane_normal(p: np.ndarray, table: Any) -> np.ndarray | None:
     """The table top's normal: a plane through its points away from its edges (rounded mattress edges and
-    drapes bend there), refitted twice without the points more than two sigmas off it."""
+    drapes bend there) when those are spread enough, else through all of them (a patient lying on the
+    middle), refitted twice without the points more than two sigmas off it; None when neither is spread
+    across the table."""
+    mid = 0.5 * (table.x_min_mm + table.x_max_mm)
     margin = 0.2 * (table.x_max_mm - table.x_min_mm)
     y0, y1 = np.percentile(p[:, 1], [10, 90])
     core = p[(p[:, 0] > table.x_min_mm + margin) & (p[:, 0] < table.x_max_mm - margin)
              & (p[:, 1] > y0) & (p[:, 1] < y1)]  # fmt: skip
-    pts = core if len(core) >= 100 else p
+    pts = next((c for c in (core, p) if _well_spread(c, mid)), None)
+    if pts is None:
+        return None
     n = np.array([0.0, 0.0, 1.0])
     for _ in range(3):
         c = pts.mean(0)
         n = np.linalg.svd(pts - c, full_matrices=False)[2][2]
         r = (pts - c) @ n
         keep = np.abs(r) <= 2.0 * max(float(np.std(r)), 1e-6)
-        if keep.sum() < 50:
+        if keep.sum() < 50 or not _well_spread(pts[keep], mid):
             break
         pts = pts[keep]
     return n if n[2] >= 0 else -n
@@ -139,17 +152,24 @@ def drift_from_table(
     reference_height_mm: float = 0.0,
     reference_longitudinal_mm: float = 0.0,
     board_thickness_mm: float = 5.0,
+    plane_only: bool = False,
 ) -> DriftReport:
-    """Drift from a table estimate (:class:`~positioning.perception.table.TableEstimate`) and its points."""
+    """Drift from a table estimate (:class:`~positioning.perception.table.TableEstimate`) and its points
+    (``plane_only``: tilt and roll alone, as with a patient on the table hiding its edges' middle)."""
     notes: list[str] = []
     p = np.asarray(table_points_mm, np.float64)
     tilt = roll = yaw = lateral = math.nan
+    n = _plane_normal(p, table) if len(p) >= 200 else None
     if len(p) < 200:
         notes.append("too few table points to measure its pose")
+    elif n is None:
+        notes.append("tilt and roll: too little of the table is seen flat on both sides")
     else:
-        n = _plane_normal(p, table)
         tilt = math.degrees(math.atan2(-n[1], n[2]))  # normal leaning toward -y: the head end (+y) is up
         roll = math.degrees(math.atan2(n[0], n[2]))  # normal leaning toward +x: the +x side is down
+    if plane_only:
+        notes.append("yaw and lateral: not measured with a patient on the table")
+    elif len(p) >= 200:
         # the long edges: per 50 mm of y, the table's lowest and highest x; a line through each
         bins = np.floor(p[:, 1] / 50.0).astype(np.int64)
         ys, lo, hi = [], [], []

@@ -184,17 +184,20 @@ def write_room_file(
     return p
 
 
-def room_reference(path: str | Path | None) -> tuple[float, float, str | None, tuple[float, float]]:
+def room_reference(
+    path: str | Path | None,
+) -> tuple[float, float, str | None, tuple[float, float] | None]:
     """``(reference height, reference longitudinal, camera serial, table plane baseline (tilt, roll))`` of a
-    room file (zeros and None without one)."""
+    room file (zeros and Nones without one; the baseline is None for a calibration `positioning calibrate`
+    did not make)."""
     if path is None or not Path(path).is_file():
-        return 0.0, 0.0, None, (0.0, 0.0)
+        return 0.0, 0.0, None, None
     d = yaml.safe_load(Path(path).read_text()) or {}
     ref = d.get("table_reference") or {}
-    base = d.get("table_plane_baseline_deg") or {}
+    base = d.get("table_plane_baseline_deg")
+    baseline = None if not base else (float(base.get("tilt", 0.0)), float(base.get("roll", 0.0)))
     return (float(ref.get("height_mm", 0.0)), float(ref.get("longitudinal_mm", 0.0)),
-            (d.get("camera") or {}).get("serial"),
-            (float(base.get("tilt", 0.0)), float(base.get("roll", 0.0))))  # fmt: skip
+            (d.get("camera") or {}).get("serial"), baseline)  # fmt: skip
 
 
 def check_recording(
@@ -229,7 +232,7 @@ def check_recording(
     readings = {"table_height_mm": table_height_mm, "table_position_mm": table_position_mm,
                 "reference_height_mm": h0, "reference_longitudinal_mm": l0}  # fmt: skip
     table = check_calibration(
-        frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline, **readings
+        frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline or (0.0, 0.0), **readings
     )
     if not use_board:
         return table, used
@@ -246,10 +249,6 @@ def check_recording(
         + on_board.notes,
         source="board (yaw, lateral, longitudinal) and the table in depth (tilt, roll, vertical)",
     )  # fmt: skip
-    return report, used
-    report = check_calibration(
-        frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline, **readings
-    )
     return report, used
 
 

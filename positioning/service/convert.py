@@ -222,6 +222,17 @@ def device_status_message(status: Any) -> Any:
         calibration_created=status.calibration_created,
         calibration_sha256=status.calibration_sha256,
         frames_delivered=status.frames_delivered,
+        calibration_check=None
+        if status.calibration_check is None
+        else pb2.CalibrationCheck(
+            passed=status.calibration_check.passed,
+            tilt_deg=status.calibration_check.tilt_deg,
+            roll_deg=status.calibration_check.roll_deg,
+            yaw_deg=status.calibration_check.yaw_deg,
+            lateral_mm=status.calibration_check.lateral_mm,
+            failures=status.calibration_check.failures,
+            summary=status.calibration_check.summary(),
+        ),
     )
 
 

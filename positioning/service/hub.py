@@ -80,6 +80,8 @@ class DeviceStatus:
             identity.
         frames_delivered: frames read since the hub started.
         last_error: why the camera was last lost ("" if never).
+        calibration_check: the calibration check run when the newest session started (its table form:
+            :class:`~positioning.calibration.check.DriftReport`), None before one ran.
     """
 
     camera_model: str
@@ -94,6 +96,7 @@ class DeviceStatus:
     calibration_sha256: str
     frames_delivered: int
     last_error: str = ""
+    calibration_check: Any = None
 
 
 class CameraHub:
@@ -271,6 +274,7 @@ class CameraHub:
                 plan_settings=self.plan_settings,
                 preview_interval_s=self.preview_interval_s,
                 concurrent_preview=self.concurrent_preview,
+                calibration_baseline_deg=self._calibration_baseline,
             )
             self._sessions[session.id] = session
             self._active = session
@@ -372,6 +376,21 @@ class CameraHub:
         with self._cond:
             return len(self._confirmed)
 
+    @property
+    def _calibration_baseline(self) -> tuple[float, float] | None:
+        """The room file's table-plane baseline (tilt, roll); None for a calibration without one (not made
+        by `positioning calibrate`: the sessions then run no calibration check)."""
+        from positioning.calibration.workflow import room_reference
+
+        return room_reference(self.opened.calibration_path)[3]
+
+    def _last_calibration_check(self) -> Any:
+        """The calibration check of the newest session that ran one (None: none yet)."""
+        for session in reversed(list(self._sessions.values())):
+            if session.calibration_check is not None:
+                return session.calibration_check
+        return None
+
     def device_status(self) -> DeviceStatus:
         source, cal = self.opened.source, self.opened.calibration
         arrivals = list(self._arrivals)
@@ -394,4 +413,5 @@ class CameraHub:
             calibration_sha256=self._calibration_sha256,
             frames_delivered=self._frames,
             last_error=self._last_error,
+            calibration_check=self._last_calibration_check(),
         )

@@ -39,6 +39,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from positioning.errors import PositioningError
 from positioning.frames import Calibration, RGBDFrame
 
@@ -80,6 +82,14 @@ class NothingToConfirmError(PositioningError):
     """A plan cannot be confirmed: no frame yet, no patient, or the plan has an error."""
 
     code = "NOTHING_TO_CONFIRM"
+
+
+#: The calibration check at a session's start takes the median of this many frames with a table.
+CALIBRATION_CHECK_FRAMES = 3
+#: Its tolerance: with a patient on the table only the mattress beside the body is seen, dented by it, and
+#: its plane holds to about a degree (the daily check on the empty table holds 0.5 deg): a knocked camera
+#: is caught at session start, a slow drift by the daily check.
+SESSION_CHECK_TOLERANCE_DEG = 1.5
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -221,6 +231,7 @@ class Session:
         preview_interval_s: float | None = 0.1,
         session_id: str | None = None,
         concurrent_preview: bool = False,
+        calibration_baseline_deg: tuple[float, float] | None = None,
     ) -> None:
         from positioning.perception.pipeline import Perceiver
         from positioning.planning.plan import DEFAULT_PLAN_SETTINGS
@@ -245,6 +256,10 @@ class Session:
         self.latest_preview: Any | None = None
         self.confirmed: ConfirmedPlan | None = None
         self.frames_processed = 0
+        #: the calibration check on the first frame with a table (None: not run yet, or not asked for)
+        self.calibration_check: Any | None = None
+        self._calibration_baseline = calibration_baseline_deg
+        self._calibration_frames: list[Any] = []
         self._last_preview_s: float | None = None
         self._preview_pool = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="preview")
@@ -280,6 +295,12 @@ class Session:
             self._camera_lost = False
             self._append("CAMERA_BACK", "The camera delivers frames again.", time.monotonic() * 1000.0)
         state = self.perceiver.perceive(frame, self.calibration)
+        if (
+            self._calibration_baseline is not None
+            and self.calibration_check is None
+            and state.table is not None
+        ):
+            self._check_calibration(frame, state)
         preview = None
         now = time.monotonic()
         due = self.protocol is not None and (
@@ -344,6 +365,47 @@ class Session:
         return not self._camera_lost
 
     # -- planning ----------------------------------------------------------------------------------
+    def _check_calibration(self, frame: RGBDFrame, state: Any) -> None:
+        """The daily check's table form on the session's first frames with a table (the median of
+        :data:`CALIBRATION_CHECK_FRAMES`): the table plane's tilt
+        and roll against the room file's baseline (the patient on the table hides what yaw and lateral
+        drift need; `positioning calibrate check` on the empty table measures those). A failure is an
+        event, and an error on every plan of the session (confirmation refused)."""
+        from positioning.calibration.check import drift_from_table
+        from positioning.perception.pointcloud import scanner_image
+
+        img = scanner_image(frame, self.calibration)
+        vu = np.asarray(state.table.pixels_vu, np.int64).reshape(-1, 2)
+        pts = img[vu[:, 0], vu[:, 1]] if len(vu) else np.zeros((0, 3))
+        self._calibration_frames.append(
+            drift_from_table(state.table, pts[np.all(np.isfinite(pts), axis=1)], plane_only=True)
+        )
+        if len(self._calibration_frames) < CALIBRATION_CHECK_FRAMES:
+            return
+        tilt0, roll0 = self._calibration_baseline or (0.0, 0.0)
+
+        def median(name: str) -> float:
+            values = np.array([getattr(r, name) for r in self._calibration_frames], float)
+            return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+
+        report = dataclasses.replace(
+            self._calibration_frames[-1],
+            tilt_deg=median("tilt_deg") - tilt0,
+            roll_deg=median("roll_deg") - roll0,
+            tolerance_deg=SESSION_CHECK_TOLERANCE_DEG,
+        )
+        self.calibration_check = report
+        if not report.passed:
+            self._append(
+                "CALIBRATION_DRIFT",
+                "The table is not where the calibration puts it ("
+                + "; ".join(report.failures)
+                + "): the camera may have moved. Plans are refused until it is checked "
+                "(`positioning calibrate check`) or recalibrated.",
+                frame.timestamp_ms,
+                int(frame.frame_number),
+            )
+
     def _make_plan(
         self,
         state: Any,
@@ -355,7 +417,7 @@ class Session:
         from positioning.planning.plan import make_plan
 
         assert self.protocol is not None
-        return make_plan(
+        plan = make_plan(
             state,
             self.protocol,
             settings=self.plan_settings,
@@ -364,6 +426,19 @@ class Session:
             table_position_mm=self.table_position_mm,
             confirmed=None if confirmed is None else confirmed.plan,
         )
+        check = self.calibration_check
+        if check is not None and not check.passed:
+            from positioning.planning.checks import Check, Severity
+
+            drift = Check(
+                code="CALIBRATION_DRIFT",
+                severity=Severity.ERROR,
+                message="The camera's calibration does not hold (" + "; ".join(check.failures) + "): run "
+                "`positioning calibrate check` or recalibrate before planning.",
+                details=check.to_json(),
+            )
+            plan = dataclasses.replace(plan, checks=(drift, *plan.checks))
+        return plan
 
     def _latest_state(self) -> Any:
         if self.protocol is None:

@@ -43,4 +43,4 @@ def test_numbers_name_their_unit():
         m = re.match(r"\s*(?:optional |repeated )?(?:double|float)\s+(\w+)\s*=", line)
         if m:
             name = m.group(1)
-            assert name in UNITLESS or re.search(r"_(mm|ms|kg|percent)$", name), name
+            assert name in UNITLESS or re.search(r"_(mm|ms|kg|percent|deg)$", name), name
