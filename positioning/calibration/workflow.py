@@ -244,7 +244,7 @@ def check_recording(
         return table, used
     report = dataclasses.replace(
         table, yaw_deg=on_board.yaw_deg, lateral_mm=on_board.lateral_mm,
-        longitudinal_mm=on_board.longitudinal_mm,
+        longitudinal_mm=on_board.longitudinal_mm, tolerance_mm=on_board.tolerance_mm,
         notes=tuple(n for n in table.notes if not n.startswith(("yaw", "lateral", "longitudinal")))
         + on_board.notes,
         source="board (yaw, lateral, longitudinal) and the table in depth (tilt, roll, vertical)",

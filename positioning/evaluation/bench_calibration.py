@@ -272,9 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.update()
     else:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for r in pool.imap(_work, work):
+        # an executor, not a Pool: a worker that dies (a native crash) fails the run instead of hanging it
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            for r in pool.map(_work, work):
                 rows.append(r)
                 bar.update()
     bar.close()
