@@ -12,7 +12,7 @@ from positioning.evaluation.bench_pipeline import benchmark_pipeline, format_run
 
 def test_a_short_run_and_its_baseline(tmp_path, monkeypatch, torch_threads_restored):
     monkeypatch.setenv("POSITIONING_CACHE", str(tmp_path / "cache"))
-    base, live = benchmark_pipeline(seconds=3.0, landmarks="depth", frames=3, baseline=True, warmup_s=1.0)
+    base, live = benchmark_pipeline(seconds=5.0, landmarks="depth", frames=3, baseline=True, warmup_s=1.0)
     assert base["baseline"] and not live["baseline"]
     for r in (base, live):
         assert 20.0 <= r["offered_fps"] <= 40.0  # the camera's 30 frames/s, read or skipped
