@@ -7,7 +7,6 @@ message on stderr, never a traceback), 3 an internal error.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -270,11 +269,9 @@ def _report_perception(run: SessionRun, *, json_out: bool, overlay: str | None) 
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from positioning.planning.checks import DEFAULT_CHECK_SETTINGS
-    from positioning.planning.plan import PlanSettings
+    from positioning.planning.plan import room_plan_settings
     from positioning.service.session import SessionRequest
 
-    checks = dataclasses.replace(DEFAULT_CHECK_SETTINGS, bore_diameter_mm=args.bore_mm)
     request = SessionRequest(
         protocol=args.protocol,
         expected_position=args.position,
@@ -288,7 +285,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         max_frames=args.frames,
         landmarks=args.landmarks,
         room=args.room,
-        plan_settings=PlanSettings(checks=checks),
+        plan_settings=room_plan_settings(args.room, bore_diameter_mm=args.bore_mm),
     )
     return _report_plan(run, json_out=args.json, overlay=args.overlay)
 
@@ -989,7 +986,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR", "FFDL", "FFDR"],
         help="the patient position entered at the console (default: the protocol's)",
     )
-    plan.add_argument("--bore-mm", type=float, default=700.0, help="gantry bore diameter (default 700)")
+    plan.add_argument(
+        "--bore-mm", type=float, default=None, help="gantry bore diameter (default: the room file's, 700)"
+    )
     _protocol_dir_option(plan)
     _landmarks_option(plan)
     _room_option(plan)

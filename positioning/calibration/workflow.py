@@ -170,7 +170,7 @@ def write_room_file(
         "table_reference": {"height_mm": reference_height_mm, "longitudinal_mm": reference_longitudinal_mm},
         "recordings": [Path(r).name for r in recordings],
     }  # fmt: skip
-    for key in ("table", "bore_diameter_mm", "gantry_front_y_mm"):
+    for key in ("table", "gantry"):
         if key in base:
             doc[key] = base[key]
     p = Path(out)

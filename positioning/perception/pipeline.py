@@ -286,15 +286,21 @@ class PerceiverSettings:
 def site_settings(
     landmarks: str = "fused", room: str | Path | None = None, *, live: bool = False
 ) -> PerceiverSettings:
-    """Perceiver settings for a site: the landmark sources and the room file's table model (None: the
-    generic CT table of ``calibration/default-room.yaml``); ``live``: a camera stream's speed-ups on
-    (``concurrent_landmarks``)."""
-    from positioning.perception.table_model import DEFAULT_TABLE_MODEL, load_table_model
+    """Perceiver settings for a site: the landmark sources, and the room file's table model and gantry
+    (None: the generic CT room of ``calibration/default-room.yaml``); ``live``: a camera stream's speed-ups
+    on (``concurrent_landmarks``)."""
+    from positioning.perception.room_model import load_room_model
 
-    table_model = DEFAULT_TABLE_MODEL if room is None else load_table_model(room)
+    model = load_room_model(room)
+    segmentation = dataclasses.replace(
+        DEFAULT_SEGMENTATION_SETTINGS,
+        gantry_front_y_mm=model.gantry_front_y_mm,
+        bore_radius_mm=model.bore_diameter_mm / 2,
+    )
     return PerceiverSettings(
         landmarks=landmarks,
-        table_model=table_model,
+        table_model=model.table,
+        segmentation=segmentation,
         concurrent_landmarks=live,
         track_table_frames=15 if live else 0,
         torch_threads=1 if live else None,

@@ -146,6 +146,17 @@ class PlanSettings:
 DEFAULT_PLAN_SETTINGS = PlanSettings()
 
 
+def room_plan_settings(room: str | Path | None, *, bore_diameter_mm: float | None = None) -> PlanSettings:
+    """Planning settings for a site's room file (its bore; None: the default room), the bore overridden by
+    ``bore_diameter_mm`` when given."""
+    from positioning.perception.room_model import load_room_model
+
+    bore = bore_diameter_mm if bore_diameter_mm is not None else load_room_model(room).bore_diameter_mm
+    return dataclasses.replace(
+        DEFAULT_PLAN_SETTINGS, checks=dataclasses.replace(DEFAULT_PLAN_SETTINGS.checks, bore_diameter_mm=bore)
+    )
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScanRange:
     """A scan range along scanner y.

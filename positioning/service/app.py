@@ -58,6 +58,7 @@ def build_server(s: AppSettings) -> Server:
             the source cannot be read; TlsError, TokenError: unusable security files; AuditError.
     """
     from positioning.perception.pipeline import site_settings
+    from positioning.planning.plan import room_plan_settings
 
     # a bad room file fails before the camera opens
     perceiver_settings = site_settings(s.landmarks, s.room, live=True)
@@ -75,6 +76,7 @@ def build_server(s: AppSettings) -> Server:
         hub = CameraHub(
             opened,
             perceiver_settings=perceiver_settings,
+            plan_settings=room_plan_settings(s.room),
             preview_interval_s=s.preview_interval_s,
             concurrent_preview=True,
             on_session_started=None

@@ -61,7 +61,10 @@ def run_session(
 
     if request.protocol is not None:
         load_protocol(request.protocol, search_dirs=request.protocol_dirs)
+    from positioning.planning.plan import room_plan_settings
+
     settings = site_settings(landmarks, room)
+    plan_settings = plan_settings if plan_settings is not None else room_plan_settings(room)
     with open_source(source, calibration=calibration, real_time=False, loop=False) as opened:
         with Session(
             request,

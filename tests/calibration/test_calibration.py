@@ -155,3 +155,23 @@ def test_the_commands(calibration_set, tmp_path, capsys):
     assert doc["passed"] and doc["calibration"] == str(out)
     assert main(["calibrate", "board", "--out", str(tmp_path / "b.png")]) == 0
     assert main(["calibrate", str(recs[0]), "--out", str(tmp_path / "x.yaml")]) == 2  # one height only
+
+
+def test_the_room_file_is_the_home_of_the_gantry_and_the_table(tmp_path):
+    from positioning.perception.pipeline import site_settings
+    from positioning.perception.room_model import default_room_path, load_room_model
+    from positioning.planning.plan import room_plan_settings
+
+    default = load_room_model(default_room_path())
+    assert default.bore_diameter_mm == 700.0 and default.gantry_front_y_mm == -400.0
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("table: {width_mm: [400, 700]}\ngantry: {bore_diameter_mm: 800, front_y_mm: -450}\n")
+    s = site_settings("depth", wide)
+    assert s.segmentation.bore_radius_mm == 400.0 and s.segmentation.gantry_front_y_mm == -450.0
+    assert s.table_model.width_mm == (400.0, 700.0)
+    assert room_plan_settings(wide).checks.bore_diameter_mm == 800.0
+    assert room_plan_settings(wide, bore_diameter_mm=780.0).checks.bore_diameter_mm == 780.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gantry: {bore_diameter_mm: 90}\n")
+    with pytest.raises(CalibrationError, match="gantry"):
+        load_room_model(bad)
