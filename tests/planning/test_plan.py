@@ -233,6 +233,23 @@ def test_bore_collision_with_a_small_bore() -> None:
     assert "BORE_COLLISION" not in plan_for(make_state("HFS", half_width_mm=150.0)).check_codes()
 
 
+def test_a_collision_read_with_someone_else_at_the_table_is_a_warning_to_look() -> None:
+    import dataclasses
+
+    from positioning.perception.status import PerceptionNote
+    from positioning.planning.checks import CheckSettings
+
+    small = PlanSettings(checks=CheckSettings(bore_diameter_mm=500.0, fov_diameter_mm=500.0))
+    state = make_state("HFS", half_width_mm=290.0)
+    alone = next(c for c in plan_for(state, settings=small).checks if c.code == "BORE_COLLISION")
+    assert str(alone.severity) == "error"
+    staff = dataclasses.replace(
+        state, notes=(PerceptionNote(code="SECOND_PERSON", severity="warning", message="someone"),)
+    )
+    doubt = next(c for c in plan_for(staff, settings=small).checks if c.code == "BORE_COLLISION")
+    assert str(doubt.severity) == "warning" and "another person" in doubt.message
+
+
 def test_missing_keypoints_make_landmarks_uncertain() -> None:
     p = plan_for(make_state("HFS", drop=("left_hip", "right_hip")), load_protocol("pelvis"))
     assert p.scan_range is None and p.isocenter is None and not p.ok
