@@ -14,7 +14,7 @@ from the JSON the benchmark writes, and prints one table: benchmark, headline fi
   the first sessions of the robustness suite (:mod:`.robustness`);
 * ``evaluate``: the quick evaluation suite (``positioning evaluate quick``, :mod:`.evaluate`): isocenter,
   range ends, position and arms right, failures and silent failures;
-* ``fluoro``: fluoroscopy set-ups on the first sessions of the full suite: target centre error, the true
+* ``fluoro``: fluoroscopy set-ups on the quick suite's sessions: target centre error, the true
   target inside the PA field, area saved (:mod:`.bench_fluoro`);
 * ``pipeline``: frames perceived per second at camera rate, per-frame and frame-to-estimate time
   (:mod:`.bench_pipeline`);
@@ -281,7 +281,7 @@ BENCHES: dict[str, Bench] = {
             ("-m", "positioning.cli", "evaluate", "quick", "--no-progress", "--json", JSON_PATH),
             evaluate_headline,
         ),
-        _bench("fluoro", "--cases 8 --jobs 2 --json {json}", fluoro_headline),
+        _bench("fluoro", "--suite quick --jobs 2 --json {json}", fluoro_headline),
         _bench("pipeline", "--seconds 5 --json {json}", pipeline_headline),
         _bench("serve", "--seconds 5 --clients 1 --json {json}", serve_headline),
         _bench("tablet", "--seconds 5 --loads 3 --json {json}", tablet_headline, unavailable=_no_chromium),
