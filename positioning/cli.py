@@ -316,6 +316,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from positioning.evaluation.suite import load_suite
     from positioning.evaluation.summary import headline, summarize
 
+    if args.update_floors and args.cases is not None:
+        raise PositioningError("--update-floors needs the whole suite (drop --cases)")
     target = Path(args.target)
     name = target.name if target.is_dir() or target.suffix else str(args.target)
     floors_file = None
@@ -366,8 +368,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for r in checked:
         print(f"  {r.line()}")
     if args.update_floors:
-        if args.cases is not None:
-            raise PositioningError("--update-floors needs the whole suite (drop --cases)")
         new = [tightened(f, measured.get(f.figure, float("nan"))) for f in floors]
         header = "".join(line + "\n" for line in floors_file.read_text().splitlines() if line.startswith("#"))
         write_floors(floors_file, new, floor_settings, header)

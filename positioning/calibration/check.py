@@ -325,7 +325,10 @@ def drift_from_board(
     ce, cs = expected.mean(0), seen.mean(0)
     u, _, vt = np.linalg.svd((expected - ce).T @ (seen - cs))
     r = (u @ vt).T
-    yaw = -math.degrees(math.atan2(r[1, 0], r[0, 0]))  # seen rotated toward -x at the head end: positive
+    if np.linalg.det(r) < 0:  # a reflection is no motion of a board lying face up
+        vt[-1] *= -1
+        r = (u @ vt).T
+    yaw = -math.degrees(math.atan2(r[1, 0], r[0, 0]))  # the head end turned toward +x: positive
     d = cs - ce
     notes = ["longitudinal: no table position reading"] if table_position_mm is None else []
     return DriftReport(

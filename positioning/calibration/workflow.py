@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from positioning.calibration.board import Board, board_to_scanner, load_board
+from positioning.calibration.board import Board, load_board
 from positioning.calibration.charuco import BoardView, CalibrationResult, detect_board, solve_calibration
 from positioning.calibration.check import DriftReport, check_calibration, drift_from_board
 from positioning.errors import CalibrationError
@@ -108,31 +108,26 @@ def calibrate_recordings(
         reference_height_mm=reference_height_mm, reference_longitudinal_mm=reference_longitudinal_mm,
     )  # fmt: skip
     # the table plane's tilt and roll as the depth camera sees them with this calibration: the baseline the
-    # daily check compares with (the board's footprint left out)
+    # daily check compares with (the board, a 5 mm plate lying flat on it, left in)
     from positioning.frames import Calibration
 
     cal = Calibration(scanner_from_camera=result.camera_to_scanner, method="charuco")
     tilts, rolls = [], []
-    for rec, v in zip(recordings, views, strict=True):
+    for rec in recordings:
         frames, _ = _frames(rec, 3)
-        t = board_to_scanner(board, v.table_height_mm, v.table_longitudinal_mm,
-                             reference_height_mm=reference_height_mm,
-                             reference_longitudinal_mm=reference_longitudinal_mm)  # fmt: skip
-        w, length = board.size_mm
-        corners = np.array([[0, 0, 0, 1], [w, length, 0, 1]], float) @ t.T
-        box = (
-            corners[:, 0].min() - 40,
-            corners[:, 0].max() + 40,
-            corners[:, 1].min() - 40,
-            corners[:, 1].max() + 40,
-        )
         try:
-            r = check_calibration(frames, cal, exclude_xy_mm=box)
+            r = check_calibration(frames, cal)
         except CalibrationError:
             continue
         tilts.append(r.tilt_deg)
         rolls.append(r.roll_deg)
-    baseline = (float(np.nanmedian(tilts)), float(np.nanmedian(rolls))) if tilts else (0.0, 0.0)
+    pairs = [(t, r) for t, r in zip(tilts, rolls, strict=True) if np.isfinite(t) and np.isfinite(r)]
+    if not pairs:
+        raise CalibrationError(
+            "the table's plane was not measurable beside the board in any recording: the daily check would "
+            "have no baseline (keep more of the table top in view)"
+        )
+    baseline = (float(np.median([t for t, _ in pairs])), float(np.median([r for _, r in pairs])))
     return dataclasses.replace(result, table_plane_deg=baseline), views, first
 
 
@@ -196,6 +191,8 @@ def room_reference(
     ref = d.get("table_reference") or {}
     base = d.get("table_plane_baseline_deg")
     baseline = None if not base else (float(base.get("tilt", 0.0)), float(base.get("roll", 0.0)))
+    if baseline is not None and not all(np.isfinite(baseline)):
+        raise CalibrationError(f"room file {path} has a table_plane_baseline_deg that is not a number")
     return (float(ref.get("height_mm", 0.0)), float(ref.get("longitudinal_mm", 0.0)),
             (d.get("camera") or {}).get("serial"), baseline)  # fmt: skip
 
@@ -231,6 +228,8 @@ def check_recording(
         )
     readings = {"table_height_mm": table_height_mm, "table_position_mm": table_position_mm,
                 "reference_height_mm": h0, "reference_longitudinal_mm": l0}  # fmt: skip
+    # the table's plane as when the baseline was measured (the board, a flat plate, left in: leaving it out
+    # leaves strips of the table whose depth tilts differently from one recording to the next)
     table = check_calibration(
         frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline or (0.0, 0.0), **readings
     )

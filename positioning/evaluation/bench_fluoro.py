@@ -189,6 +189,8 @@ def _block(rows: Sequence[dict]) -> dict[str, Any]:
         "plans": len(rows),
         "patients": len({r["case"] for r in rows}),
         "failures": sum(not r["planned"] for r in rows),
+        # planned, but the truth could not place the target (its landmarks or body missing there)
+        "unscored": sum(r["planned"] and "centre_err_mm" not in r for r in rows),
         "centre_err_mm": _stats([r["centre_err_mm"] for r in scored]),
         "centre_err_abs_x_mm": _stats([abs(r["centre_err_xyz_mm"][0]) for r in scored]),
         "centre_err_abs_y_mm": _stats([abs(r["centre_err_xyz_mm"][1]) for r in scored]),

@@ -198,7 +198,10 @@ def run_task(task: EvalTask) -> CaseRecord:
         failure = str(e)
     except Exception as e:
         failure = f"internal error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
-    protocol = load_protocol(protocol_name) if protocol_name else None
+    try:
+        protocol = load_protocol(protocol_name) if protocol_name else None
+    except PositioningError as e:
+        protocol, failure = None, failure or str(e)
     plan_json = None if run is None or run.plan is None else run.plan.to_json()
     if (
         plan_json is not None
@@ -212,10 +215,15 @@ def run_task(task: EvalTask) -> CaseRecord:
     truth = errors = None
     labels: dict[str, bool] = {}
     if doc is not None and protocol is not None:
-        truth = case_truth(doc, protocol, plan_json)
-        labels = check_labels(doc, protocol, console, plan_json)
-        if plan_json is not None and truth.position is not None:
-            errors = case_errors(doc, truth, plan_json)
+        try:
+            truth = case_truth(doc, protocol, plan_json)
+            labels = check_labels(doc, protocol, console, plan_json)
+            if plan_json is not None and truth.position is not None:
+                errors = case_errors(doc, truth, plan_json)
+        except Exception as e:  # a truth file this code cannot score is the case's failure, not the run's
+            truth = errors = None
+            labels = {}
+            failure = (failure + "; " if failure else "") + f"scoring: {type(e).__name__}: {e}"
     overlay = None
     if run is not None:
         try:

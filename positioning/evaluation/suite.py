@@ -166,6 +166,16 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raise ScenarioError(f"suite file {p}: frames must be non-negative indices")
     for scenario in suite.scenarios:
         load_scenario(scenario)  # raises ScenarioError naming the unknown scenario
+    if not suite.protocols or not suite.prone_protocols:
+        raise ScenarioError(f"suite file {p}: protocols and prone_protocols must name at least one protocol")
+    from positioning.errors import ProtocolError
+    from positioning.planning.protocol import load_protocol
+
+    for name in dict.fromkeys((*suite.protocols, *suite.prone_protocols)):
+        try:
+            load_protocol(name)
+        except ProtocolError as e:
+            raise ScenarioError(f"suite file {p}: {e}") from e
     return suite
 
 

@@ -496,7 +496,8 @@ def check_visible_range(
     """
     length = max(hi_mm - lo_mm, 1e-9)
     overlap = max(0.0, min(hi_mm, seen_hi_mm) - max(lo_mm, seen_lo_mm))
-    frac = overlap / length if math.isfinite(overlap) else 0.0
+    seen = math.isfinite(seen_lo_mm) and math.isfinite(seen_hi_mm)
+    frac = overlap / length if seen else 0.0
     if not isocenter_found:
         return [
             Check(

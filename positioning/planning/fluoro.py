@@ -521,19 +521,30 @@ def _reach_checks(
             )
         )
     off_plane = np.abs(offset.residual_mm[:2])
+    if np.any(off_plane > RESIDUAL_TOLERANCE_MM):
+        found.append(
+            _check(
+                FluoroCode.TARGET_OUT_OF_REACH,
+                ck.Severity.WARNING,
+                "The table cannot bring the target's centre to the isocenter: it stays "
+                f"{off_plane[0]:.0f} mm lateral and {off_plane[1]:.0f} mm longitudinal from it, so the "
+                "C-arm's rotation moves the target in the image. Move the patient or the C-arm.",
+                residual_mm=[round(float(v), 1) for v in offset.residual_mm],
+            )
+        )
     for beam, field in fields.items():
         if field.covers_target:
             continue
-        # would it fit if the table could bring it to the isocenter?
+        # would it fit if the table could bring it to the isocenter? then the table's reach is the problem
         centred = collimated_field(box, -box.center_mm, c_arm, beam)
-        if centred.covers_target and np.any(off_plane > RESIDUAL_TOLERANCE_MM):
+        if centred.covers_target:
             found.append(
                 _check(
                     FluoroCode.TARGET_OUT_OF_REACH,
                     ck.Severity.ERROR,
                     f"The table cannot move far enough: part of the target falls outside the {beam} field "
-                    f"(the target's centre stays {off_plane[0]:.0f} mm lateral, {off_plane[1]:.0f} mm "
-                    "longitudinal from the isocenter). Move the patient or the C-arm.",
+                    f"(its centre stays {offset.residual_mm[0]:+.0f}, {offset.residual_mm[1]:+.0f}, "
+                    f"{offset.residual_mm[2]:+.0f} mm from the isocenter). Move the patient or the C-arm.",
                     beam=beam,
                 )
             )

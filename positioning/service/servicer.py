@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -261,6 +262,12 @@ class PositioningServicer(pb2_grpc.PositioningServicer):
         if not request.procedure:
             raise _AbortError(
                 grpc.StatusCode.INVALID_ARGUMENT, "procedure is required (ListProcedures)", "procedure"
+            )
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", request.procedure):
+            raise _AbortError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"procedure must be a procedure's name (ListProcedures), got {request.procedure!r}",
+                "procedure",
             )
         try:
             procedure = load_procedure(request.procedure)

@@ -84,8 +84,10 @@ class NothingToConfirmError(PositioningError):
     code = "NOTHING_TO_CONFIRM"
 
 
-#: The calibration check at a session's start takes the median of this many frames with a table.
+#: The calibration check at a session's start takes the median of this many frames that measured the
+#: table's plane, trying over at most :data:`CALIBRATION_CHECK_ATTEMPTS` frames before it says it could not.
 CALIBRATION_CHECK_FRAMES = 3
+CALIBRATION_CHECK_ATTEMPTS = 30
 #: Its tolerance: with a patient on the table only the mattress beside the body is seen, dented by it, and
 #: its plane holds to about a degree (the daily check on the empty table holds 0.5 deg): a knocked camera
 #: is caught at session start, a slow drift by the daily check.
@@ -260,6 +262,8 @@ class Session:
         self.calibration_check: Any | None = None
         self._calibration_baseline = calibration_baseline_deg
         self._calibration_frames: list[Any] = []
+        self._calibration_attempts = 0
+        self._calibration_unmeasured = False
         self._last_preview_s: float | None = None
         self._preview_pool = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="preview")
@@ -377,10 +381,21 @@ class Session:
         img = scanner_image(frame, self.calibration)
         vu = np.asarray(state.table.pixels_vu, np.int64).reshape(-1, 2)
         pts = img[vu[:, 0], vu[:, 1]] if len(vu) else np.zeros((0, 3))
-        self._calibration_frames.append(
-            drift_from_table(state.table, pts[np.all(np.isfinite(pts), axis=1)], plane_only=True)
-        )
+        self._calibration_attempts += 1
+        report = drift_from_table(state.table, pts[np.all(np.isfinite(pts), axis=1)], plane_only=True)
+        if np.isfinite(report.tilt_deg) and np.isfinite(report.roll_deg):
+            self._calibration_frames.append(report)
         if len(self._calibration_frames) < CALIBRATION_CHECK_FRAMES:
+            if self._calibration_attempts >= CALIBRATION_CHECK_ATTEMPTS and not self._calibration_unmeasured:
+                self._calibration_unmeasured = True
+                self._append(
+                    "CALIBRATION_UNCHECKED",
+                    "The calibration could not be checked in the session's first "
+                    f"{self._calibration_attempts} frames (too little of the table is seen flat): run "
+                    "`positioning calibrate check` on the empty table.",
+                    frame.timestamp_ms,
+                    int(frame.frame_number),
+                )
             return
         tilt0, roll0 = self._calibration_baseline or (0.0, 0.0)
 
@@ -426,19 +441,25 @@ class Session:
             table_position_mm=self.table_position_mm,
             confirmed=None if confirmed is None else confirmed.plan,
         )
-        check = self.calibration_check
-        if check is not None and not check.passed:
-            from positioning.planning.checks import Check, Severity
+        drift = self._drift_checks()
+        return dataclasses.replace(plan, checks=(*drift, *plan.checks)) if drift else plan
 
-            drift = Check(
+    def _drift_checks(self) -> tuple[Any, ...]:
+        """A ``CALIBRATION_DRIFT`` error when the session-start calibration check failed (none else)."""
+        check = self.calibration_check
+        if check is None or check.passed:
+            return ()
+        from positioning.planning.checks import Check, Severity
+
+        return (
+            Check(
                 code="CALIBRATION_DRIFT",
                 severity=Severity.ERROR,
                 message="The camera's calibration does not hold (" + "; ".join(check.failures) + "): run "
                 "`positioning calibrate check` or recalibrate before planning.",
                 details=check.to_json(),
-            )
-            plan = dataclasses.replace(plan, checks=(drift, *plan.checks))
-        return plan
+            ),
+        )
 
     def _latest_state(self) -> Any:
         if self.protocol is None:
@@ -468,9 +489,11 @@ class Session:
             if self.latest is None:
                 raise NothingToConfirmError("no frame has been perceived yet in this session")
             state = self.latest.state
-        return make_fluoro_plan(
+        plan = make_fluoro_plan(
             state, procedure, settings=self.plan_settings, expected_position=expected_position
         )
+        drift = self._drift_checks()
+        return dataclasses.replace(plan, checks=(*drift, *plan.checks)) if drift else plan
 
     def report_table_position(self, table_position_mm: float) -> None:
         """The console's longitudinal table reading (mm, increasing into the gantry)."""
