@@ -31,6 +31,7 @@ __all__ = [
     "DriftReport",
     "drift_from_table",
     "drift_from_board",
+    "table_points_mm",
     "check_calibration",
 ]
 
@@ -216,6 +217,16 @@ def drift_from_table(
     )
 
 
+def table_points_mm(frame: RGBDFrame, calibration: Calibration, table: Any) -> np.ndarray:
+    """``(N, 3)`` scanner-frame points of the table top's inlier pixels in ``frame`` (finite ones)."""
+    from positioning.perception.pointcloud import scanner_image
+
+    img = scanner_image(frame, calibration)
+    vu = np.asarray(table.pixels_vu, np.int64).reshape(-1, 2)
+    pts = img[vu[:, 0], vu[:, 1]] if len(vu) else np.zeros((0, 3))
+    return pts[np.all(np.isfinite(pts), axis=1)]
+
+
 def check_calibration(
     frames: Sequence[RGBDFrame],
     calibration: Calibration,
@@ -239,7 +250,6 @@ def check_calibration(
         CalibrationError: the table was found in no frame.
     """
     from positioning.perception.pipeline import Perceiver, PerceiverSettings
-    from positioning.perception.pointcloud import scanner_image
 
     perceiver = Perceiver(settings=PerceiverSettings(landmarks="depth", track=False))
     reports = []
@@ -248,10 +258,7 @@ def check_calibration(
         t = state.table
         if t is None:
             continue
-        img = scanner_image(f, calibration)
-        vu = np.asarray(t.pixels_vu, np.int64).reshape(-1, 2)
-        pts = img[vu[:, 0], vu[:, 1]] if len(vu) else np.zeros((0, 3))
-        pts = pts[np.all(np.isfinite(pts), axis=1)]
+        pts = table_points_mm(f, calibration, t)
         if exclude_xy_mm is not None:
             x0, x1, y0, y1 = exclude_xy_mm
             pts = pts[~((pts[:, 0] > x0) & (pts[:, 0] < x1) & (pts[:, 1] > y0) & (pts[:, 1] < y1))]

@@ -171,14 +171,10 @@ def run(
 
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
-    if len(a) == 0:
-        return {"n": 0}
-    return {
-        "n": len(a),
-        "median": round(float(np.median(a)), 1),
-        "p95": round(float(np.percentile(a, 95)), 1),
-    }
+    from positioning.evaluation.figures import median_p95
+
+    a = [v for v in values if v is not None and math.isfinite(v)]
+    return {"n": len(a), **median_p95(a)} if a else {"n": 0}
 
 
 def _block(rows: Sequence[dict]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from positioning.evaluation.isocenter_fit import SimSample, load_frames
+from positioning.evaluation.scoring import outline_radius_mm
 from positioning.evaluation.truth import true_isocenter, truth_level_y_mm
 from positioning.perception.landmarks.base import LANDMARK_MODES
 from positioning.planning.anatomy import PLANNING_LANDMARKS
@@ -202,23 +203,6 @@ def truth_range(sample: SimSample, protocol: Protocol) -> tuple[float, float] | 
     return range_from_levels(truth_levels(sample), protocol.superior, protocol.inferior, sign)
 
 
-def _truth_radius(sample: SimSample, lo: float, hi: float, dz: float) -> float:
-    """Largest distance from the isocenter of the truth cross-sections' outline points (lateral extremes
-    at the centroid height, top and bottom at the centroid's x) between ``lo`` and ``hi`` after a
-    vertical move ``dz``."""
-    sel = (sample.cs_y_mm >= lo) & (sample.cs_y_mm <= hi) & (sample.cs_area_mm2 > 0)
-    if not sel.any():
-        return math.nan
-    cz = sample.cs_z_mm[sel] + dz
-    cx = sample.cs_x_mm[sel]
-    r = np.concatenate([
-        np.hypot(sample.cs_x_min_mm[sel], cz),
-        np.hypot(sample.cs_x_max_mm[sel], cz),
-        np.hypot(cx, sample.cs_z_max_mm[sel] + dz),
-    ])  # fmt: skip
-    return float(np.nanmax(r))
-
-
 def _labels(case: Case, sample: SimSample, protocol: Protocol, plan: Plan, moved: float) -> dict[str, bool]:
     """Truth labels for the checks this case can judge."""
     labels: dict[str, bool] = {}
@@ -245,11 +229,11 @@ def _labels(case: Case, sample: SimSample, protocol: Protocol, plan: Plan, moved
     labels["LATERAL_OFF_CENTRE"] = abs(tx) > s.checks.lateral_tolerance_mm
     lo_t, hi_t = s.table.top_z_range_mm
     labels["TABLE_LIMIT"] = not (lo_t <= plan.table_top_z_mm - tz <= hi_t)
-    labels["FOV_TRUNCATION"] = _truth_radius(sample, rng.start_mm, rng.end_mm, off.vertical_mm) > (
+    labels["FOV_TRUNCATION"] = outline_radius_mm(cs, rng.start_mm, rng.end_mm, off.vertical_mm) > (
         s.checks.fov_diameter_mm / 2
     )
-    labels["BORE_COLLISION"] = _truth_radius(
-        sample, rng.start_mm - s.checks.gantry_half_depth_mm, math.inf, off.vertical_mm
+    labels["BORE_COLLISION"] = outline_radius_mm(
+        cs, rng.start_mm - s.checks.gantry_half_depth_mm, math.inf, off.vertical_mm
     ) > (s.checks.bore_diameter_mm / 2)
     if case.moved_frames:
         labels["PATIENT_MOVED"] = moved > s.checks.moved_threshold_mm

@@ -135,17 +135,14 @@ def resolve_tasks(
 
 
 def _overlay_jpeg(run: Any) -> bytes | None:
-    import cv2
-
-    from positioning.perception.overlay import display_image
+    from positioning.perception.overlay import display_image, jpeg_bytes
     from positioning.planning.overlay import draw_plan
 
     if run.plan is None or not run.estimates:
         return None
     frame = run.last_frame
     img = draw_plan(display_image(frame), run.plan, run.calibration, frame.intrinsics)
-    ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return bytes(buf) if ok else None
+    return jpeg_bytes(img)
 
 
 def run_task(task: EvalTask) -> CaseRecord:

@@ -41,6 +41,7 @@ __all__ = [
     "case_truth",
     "case_errors",
     "check_labels",
+    "outline_radius_mm",
 ]
 
 #: Checks that say a plan's numbers may be wrong (as opposed to checks about the set-up itself, such as
@@ -272,7 +273,7 @@ def case_errors(doc: Mapping[str, Any], truth: CaseTruth, plan: Mapping[str, Any
     )
 
 
-def _radius_beyond(cs: CrossSections, lo: float, hi: float, dz: float) -> float:
+def outline_radius_mm(cs: CrossSections, lo: float, hi: float, dz: float) -> float:
     """Largest distance from the isocenter axis of the cross-sections' outline points between ``lo`` and
     ``hi`` after a vertical move ``dz`` (lateral extremes at the centroid height, top at its x)."""
     sel = (cs.y_mm >= lo) & (cs.y_mm <= hi) & (cs.area_mm2 > 0)
@@ -331,10 +332,10 @@ def check_labels(
     if math.isfinite(tx):
         labels["LATERAL_OFF_CENTRE"] = abs(tx) > settings.lateral_tolerance_mm
     dz = float(off["vertical_mm"])
-    r_fov = _radius_beyond(cs, lo, hi, dz)
+    r_fov = outline_radius_mm(cs, lo, hi, dz)
     if math.isfinite(r_fov):
         labels["FOV_TRUNCATION"] = r_fov > settings.fov_diameter_mm / 2
-    r_bore = _radius_beyond(cs, lo - settings.gantry_half_depth_mm, math.inf, dz)
+    r_bore = outline_radius_mm(cs, lo - settings.gantry_half_depth_mm, math.inf, dz)
     if math.isfinite(r_bore):
         # the check warns below its clearance margin and says collision beyond the bore: it should
         # fire (either) when the true clearance is below the margin

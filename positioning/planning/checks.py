@@ -62,6 +62,7 @@ __all__ = [
     "check_orientation",
     "check_arms",
     "check_head_direction",
+    "sort_checks",
     "check_landmarks",
     "check_visible_range",
     "check_range_coverage",
@@ -104,6 +105,11 @@ class CheckCode(enum.StrEnum):
 
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+
+def sort_checks(items: list[Check]) -> tuple[Check, ...]:
+    """Checks most severe first (errors, warnings, infos; stable within each)."""
+    return tuple(sorted(items, key=lambda c: -_RANK[c.severity]))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

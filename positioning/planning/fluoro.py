@@ -383,11 +383,6 @@ def _check(code: FluoroCode, severity: ck.Severity, message: str, **details: Any
     return ck.Check(code=str(code), severity=severity, message=message, details=details)
 
 
-def _sorted(found: list[ck.Check]) -> tuple[ck.Check, ...]:
-    rank = {ck.Severity.ERROR: 0, ck.Severity.WARNING: 1, ck.Severity.INFO: 2}
-    return tuple(sorted(found, key=lambda c: rank[c.severity]))
-
-
 def _arms_in_lateral_beam(state: PatientState, box: TargetBox) -> list[ck.Check]:
     if state.arms not in (ArmState.SIDES, ArmState.CHEST):
         return []
@@ -434,7 +429,7 @@ def make_fluoro_plan(
     has_landmarks = any(state.landmark_confidence.get(k, 0.0) > 0 for k in state.landmarks_mm)
     found = ck.check_perception(state.status, state.message, has_landmarks=has_landmarks, notes=state.notes)
     if not state.has_patient or state.table is None or state.profile is None:
-        return FluoroPlan(**base, checks=_sorted(found))
+        return FluoroPlan(**base, checks=ck.sort_checks(found))
     position = state.patient_position
     base.update(patient_position=position, arms=state.arms)
     expected = (
@@ -455,7 +450,7 @@ def make_fluoro_plan(
             _check(FluoroCode.TARGET_NOT_FOUND, ck.Severity.ERROR,
                    "The patient's position is unknown, so the target cannot be placed in the body.")
         )  # fmt: skip
-        return FluoroPlan(**base, checks=_sorted(found))
+        return FluoroPlan(**base, checks=ck.sort_checks(found))
     keypoints = {
         k: np.asarray(v, np.float64)
         for k, v in state.landmarks_mm.items()
@@ -494,13 +489,13 @@ def make_fluoro_plan(
                 "or the body there are not seen. Check the patient and the overlay.",
             )
         )
-        return FluoroPlan(**base, checks=_sorted(found))
+        return FluoroPlan(**base, checks=ck.sort_checks(found))
     c_arm = procedure.c_arm
     offset = table_moves(box.center_mm, float(state.table.top_z_mm), c_arm)
     fields = {beam: collimated_field(box, offset.move_mm, c_arm, beam) for beam in ("PA", "lateral")}
     found += _reach_checks(box, offset, fields, c_arm)
     found += _arms_in_lateral_beam(state, box)
-    return FluoroPlan(**base, target=box, table_offset=offset, fields=fields, checks=_sorted(found))
+    return FluoroPlan(**base, target=box, table_offset=offset, fields=fields, checks=ck.sort_checks(found))
 
 
 def _reach_checks(

@@ -17,7 +17,7 @@ import numpy as np
 from positioning.frames import Calibration, Intrinsics
 from positioning.perception.pointcloud import project_points
 from positioning.planning.fluoro import FluoroPlan
-from positioning.planning.overlay import _ok, _pt
+from positioning.planning.overlay import _ok, _pt, canvas
 from positioning.planning.procedure import CArm
 
 __all__ = ["field_footprint_mm", "draw_fluoro_plan"]
@@ -51,12 +51,7 @@ def draw_fluoro_plan(
     Raises:
         ValueError: the image is not ``(H, W, 3)`` uint8 of the intrinsics' size.
     """
-    img = np.asarray(color_rgb)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"color_rgb must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
-    if img.shape[:2] != intrinsics.shape:
-        raise ValueError(f"image is {img.shape[:2]}, intrinsics are {intrinsics.shape}")
-    img = img.copy()
+    img = canvas(color_rgb, intrinsics)
     foot = field_footprint_mm(plan, c_arm)
     if foot is not None:
         uv = project_points(foot, calibration, intrinsics)

@@ -22,7 +22,7 @@ from positioning.perception.pointcloud import project_points
 from positioning.planning.anatomy import PLANNING_LANDMARKS
 from positioning.planning.plan import Plan
 
-__all__ = ["project_points", "draw_plan", "save_overlay"]
+__all__ = ["project_points", "canvas", "draw_plan", "save_overlay"]
 
 _RANGE = (255, 200, 0)
 _ISO = (255, 40, 40)
@@ -36,6 +36,20 @@ def _pt(uv: np.ndarray) -> tuple[int, int]:
 
 def _ok(uv: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(uv)) and np.all(np.abs(uv) < 1e5))
+
+
+def canvas(color_rgb: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """A copy of the colour image to draw on.
+
+    Raises:
+        ValueError: the image is not ``(H, W, 3)`` uint8 of the intrinsics' size.
+    """
+    img = np.asarray(color_rgb)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"color_rgb must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    if img.shape[:2] != intrinsics.shape:
+        raise ValueError(f"image is {img.shape[:2]}, intrinsics are {intrinsics.shape}")
+    return img.copy()
 
 
 def draw_plan(
@@ -55,12 +69,7 @@ def draw_plan(
     Raises:
         ValueError: the image is not ``(H, W, 3)`` uint8 of the intrinsics' size.
     """
-    img = np.asarray(color_rgb)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"color_rgb must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
-    if img.shape[:2] != intrinsics.shape:
-        raise ValueError(f"image is {img.shape[:2]}, intrinsics are {intrinsics.shape}")
-    img = img.copy()
+    img = canvas(color_rgb, intrinsics)
     rng, top = plan.scan_range, plan.table_top_z_mm
     if rng is not None and top is not None:
         x0, x1 = plan.table_x_range_mm or (-250.0, 250.0)

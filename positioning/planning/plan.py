@@ -440,11 +440,6 @@ def _first_slice(lo: float, hi: float, sign: int, direction: ScanDirection) -> f
     return superior_end if direction is ScanDirection.CRANIOCAUDAL else inferior_end
 
 
-def _sort_checks(items: list[ck.Check]) -> tuple[ck.Check, ...]:
-    rank = {ck.Severity.ERROR: 0, ck.Severity.WARNING: 1, ck.Severity.INFO: 2}
-    return tuple(sorted(items, key=lambda c: rank[c.severity]))
-
-
 #: Keypoints whose along-the-table motion :func:`surface_displacement` measures (trunk and legs).
 MOTION_KEYPOINTS: tuple[str, ...] = (
     "left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee",
@@ -717,7 +712,7 @@ def make_plan(
     has_landmarks = any(state.landmark_confidence.get(k, 0.0) > 0 for k in state.landmarks_mm)
     found = ck.check_perception(state.status, state.message, has_landmarks=has_landmarks, notes=state.notes)
     if not state.has_patient or table is None or state.profile is None:
-        return Plan(**base, checks=_sort_checks(found))
+        return Plan(**base, checks=ck.sort_checks(found))
 
     position = state.patient_position
     keypoints = {
@@ -824,7 +819,7 @@ def make_plan(
         table_offset=offsets,
         scan_range=scan_range,
         anatomical_range_mm=anatomical,
-        checks=_sort_checks(found),
+        checks=ck.sort_checks(found),
         centering=centering,
         overscan=overscan,
         surface=signature,

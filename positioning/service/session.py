@@ -375,14 +375,11 @@ class Session:
         and roll against the room file's baseline (the patient on the table hides what yaw and lateral
         drift need; `positioning calibrate check` on the empty table measures those). A failure is an
         event, and an error on every plan of the session (confirmation refused)."""
-        from positioning.calibration.check import drift_from_table
-        from positioning.perception.pointcloud import scanner_image
+        from positioning.calibration.check import drift_from_table, table_points_mm
 
-        img = scanner_image(frame, self.calibration)
-        vu = np.asarray(state.table.pixels_vu, np.int64).reshape(-1, 2)
-        pts = img[vu[:, 0], vu[:, 1]] if len(vu) else np.zeros((0, 3))
         self._calibration_attempts += 1
-        report = drift_from_table(state.table, pts[np.all(np.isfinite(pts), axis=1)], plane_only=True)
+        pts = table_points_mm(frame, self.calibration, state.table)
+        report = drift_from_table(state.table, pts, plane_only=True)
         if np.isfinite(report.tilt_deg) and np.isfinite(report.roll_deg):
             self._calibration_frames.append(report)
         if len(self._calibration_frames) < CALIBRATION_CHECK_FRAMES:
