@@ -35,3 +35,11 @@ def real_d435_bag() -> Path:
             f"real D435 recording not found at {path} (set POSITIONING_SHARED_DIR to the shared folder)"
         )
     return path
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple) -> None:
+    """Write the test now starting to ``$POSITIONING_TEST_TRACE`` (CI names the test a crash of the
+    interpreter happened in: ``-q`` output shows only dots)."""
+    trace = os.environ.get("POSITIONING_TEST_TRACE")
+    if trace:
+        Path(trace).write_text(nodeid + "\n")
