@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import open3d as o3d
 
 from positioning.frames import Intrinsics
 from positioning.sim.room import Mesh
+
+#: rays per pixel side on printed patterns (see :func:`_texture_over_pixels`)
+TEXTURE_SAMPLES = 4
 
 __all__ = ["Lighting", "RenderResult", "camera_rays", "render", "vertex_normals"]
 
@@ -102,6 +106,39 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return vn / np.maximum(norm, 1e-12)
 
 
+def _texture_over_pixels(
+    scene: o3d.t.geometry.RaycastingScene,
+    texture: Callable[[np.ndarray], np.ndarray],
+    geometry_id: int,
+    pixels_vu: np.ndarray,
+    centre_points_mm: np.ndarray,
+    intrinsics: Intrinsics,
+    scanner_from_camera: np.ndarray,
+) -> np.ndarray:
+    """A printed pattern's colour averaged over each pixel's area (``TEXTURE_SAMPLES``² rays per pixel), as
+    a camera's pixel integrates the light falling on it: one ray through the pixel's centre would give
+    edges quantised to whole pixels (corners found 0.4 px RMS off, where real images give about 0.1)."""
+    s = TEXTURE_SAMPLES
+    offsets = (np.arange(s) + 0.5) / s - 0.5
+    du, dv = (a.ravel() for a in np.meshgrid(offsets, offsets))
+    u = pixels_vu[:, 1:2] + du[None, :]  # (N, s*s)
+    v = pixels_vu[:, 0:1] + dv[None, :]
+    d_cam = np.stack([(u - intrinsics.ppx) / intrinsics.fx, (v - intrinsics.ppy) / intrinsics.fy,
+                      np.ones_like(u)], axis=-1).reshape(-1, 3)  # fmt: skip
+    d = d_cam @ np.asarray(scanner_from_camera)[:3, :3].T
+    o = np.broadcast_to(np.asarray(scanner_from_camera)[:3, 3], d.shape)
+    hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([o, d], axis=1).astype(np.float32)))
+    t = hit["t_hit"].numpy()
+    on = np.isfinite(t) & (hit["geometry_ids"].numpy().astype(np.int64) == geometry_id)
+    values = np.zeros((len(t), 3), np.float32)
+    values[on] = texture(o[on] + d[on] * t[on, None])
+    counts = on.reshape(-1, s * s).sum(1)
+    mean = values.reshape(-1, s * s, 3).sum(1) / np.maximum(counts, 1)[:, None]
+    if (none := counts == 0).any():  # a sliver of the pattern between the samples: its centre's colour
+        mean[none] = texture(centre_points_mm[none])
+    return mean.astype(np.float32)
+
+
 def render(
     meshes: list[Mesh],
     intrinsics: Intrinsics,
@@ -156,9 +193,12 @@ def render(
     h, w = intrinsics.height, intrinsics.width
     ray_v = rays[valid]
     points = ray_v[:, :3] + ray_v[:, 3:] * t[valid][:, None]
+    pixels_vu = np.argwhere(valid)
     for k, m in enumerate(meshes):
         if m.texture is not None and (on := gid == k).any():
-            albedo_v[on] = m.texture(points[on])
+            albedo_v[on] = _texture_over_pixels(
+                scene, m.texture, k, pixels_vu[on], points[on], intrinsics, scanner_from_camera
+            )
     if lighting is None:
         offset = (
             (300.0, 300.0, 0.0)
