@@ -231,11 +231,13 @@ def _report_perception(run: SessionRun, *, json_out: bool, overlay: str | None) 
         for k, v in s.timings_ms.items():
             timings.setdefault(k, []).append(v)
     latency = {k: [float(np.median(v)), float(np.percentile(v, 95))] for k, v in timings.items()}
-    doc = state.summary() | {"frames": len(states), "latency_ms": latency}
+    used = None if run.calibration_path is None else str(run.calibration_path)
+    doc = state.summary() | {"frames": len(states), "latency_ms": latency, "calibration": used}
     if json_out:
         print(json.dumps(doc, indent=2))
     else:
         print(f"frames      {len(states)} from {run.label}")
+        print(f"calibration {run.calibration_path}")
         print(f"status      {state.status.value}: {state.message}")
         if state.table is not None:
             t = state.table
@@ -298,8 +300,9 @@ def _report_plan(run: SessionRun, *, json_out: bool, overlay: str | None) -> int
 
     plan = run.plan
     if json_out:
-        print(json.dumps(plan.to_json(), indent=2))
+        print(json.dumps(plan.to_json() | {"calibration": str(run.calibration_path)}, indent=2))
     else:
+        print(f"calibration {run.calibration_path}")
         print(plan_summary(plan))
     if overlay:
         frame = run.last_frame
@@ -485,8 +488,9 @@ def _calibrate_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPars
     board.add_argument("--board", metavar="FILE")
     check = argparse.ArgumentParser(
         prog="positioning calibrate check",
-        description="The daily check: the table seen now against the calibration (2 mm / 0.5 deg); exit 1 on "
-        "fail.",
+        description="The daily check: the table seen now against the calibration (2 mm / 0.5 deg); exit 0 on "
+        "pass, 1 on fail, 3 when inconclusive (a tilt or roll beyond tolerance by less than the depth's "
+        "scatter in this room can tell: record longer, or lay the board on the table).",
     )
     check.add_argument("recording")
     check.add_argument("--calibration", metavar="FILE", help="default: the recording's own sidecar")
@@ -518,7 +522,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             print(report.summary())
             for note in report.notes:
                 print(f"  not measured: {note}")
-        return 0 if report.passed else 1
+            for doubt in report.doubts:
+                print(f"  in doubt: {doubt}")
+        return {"pass": 0, "fail": 1}.get(report.status, 3)
     a = solve_p.parse_args(rest)
     readings = {}
     for item in a.table:
@@ -540,6 +546,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     for v in views:
         print(f"{v.label}: {len(v.ids)} corners in {v.frames} frames at height {v.table_height_mm:+.0f}, "
               f"longitudinal {v.table_longitudinal_mm:+.0f} mm")  # fmt: skip
+    for why in result.skipped:
+        print(f"left out: {why}")
     print(
         f"calibrated from {result.corners} corners in {result.views} recordings: reprojection "
         f"{result.reprojection_px:.2f} px ({result.residual_mm:.2f} mm on the board), depth against the "

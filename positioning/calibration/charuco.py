@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,9 +29,13 @@ from positioning.calibration.board import Board, board_to_scanner
 from positioning.errors import CalibrationError
 from positioning.frames import Intrinsics, RGBDFrame
 
-__all__ = ["BoardView", "CalibrationResult", "detect_board", "solve_calibration"]
+__all__ = ["BoardNotFoundError", "BoardView", "CalibrationResult", "detect_board", "solve_calibration"]
 
 MIN_CORNERS = 6
+
+
+class BoardNotFoundError(CalibrationError):
+    """A recording in which the board's corners were not found (hidden, out of view, too small)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +93,7 @@ def detect_board(
     found: dict[int, list[np.ndarray]] = {}
     used = 0
     last = None
+    most = 0  # the most corners any frame showed
     for f in frames:
         if f.color_rgb is None:
             raise CalibrationError(
@@ -95,6 +101,7 @@ def detect_board(
             )
         gray = cv2.cvtColor(f.color_rgb, cv2.COLOR_RGB2GRAY)
         corners, ids, _, _ = detector.detectBoard(gray)
+        most = max(most, 0 if ids is None else len(ids))
         if ids is None or len(ids) < MIN_CORNERS:
             continue
         used += 1
@@ -102,9 +109,10 @@ def detect_board(
         for i, c in zip(ids.ravel(), corners.reshape(-1, 2), strict=True):
             found.setdefault(int(i), []).append(c)
     if last is None or len(found) < MIN_CORNERS:
-        raise CalibrationError(
-            f"{label or 'recording'}: the calibration board was not found (fewer than {MIN_CORNERS} corners "
-            "in every frame): check that it lies fully in view, flat and lit"
+        raise BoardNotFoundError(
+            f"{label or 'recording'}: the calibration board was not found (at most {most} of its "
+            f"{len(board.corners_mm())} corners in a frame, {MIN_CORNERS} needed): check that it lies fully "
+            "in view (not under the gantry), flat and lit"
         )
     ids = np.array(sorted(found), np.int64)
     px = np.array([np.median(found[i], axis=0) for i in ids], np.float64)
@@ -125,6 +133,9 @@ class CalibrationResult:
         corners: corners used; views: recordings used.
         table_plane_deg: ``(tilt, roll)`` of the table's plane in depth with this calibration (the daily
             check's baseline; filled by :func:`positioning.calibration.workflow.calibrate_recordings`).
+        skipped: recordings left out, each with why (the board not found in it).
+        table_plane_spread: how the table plane's tilt and roll scatter between frames in this room
+            (:class:`~positioning.calibration.check.PlaneSpread`; filled with ``table_plane_deg``).
     """
 
     camera_to_scanner: np.ndarray
@@ -134,6 +145,8 @@ class CalibrationResult:
     corners: int
     views: int
     table_plane_deg: tuple[float, float] = (0.0, 0.0)
+    skipped: tuple[str, ...] = ()
+    table_plane_spread: Any = None
 
 
 def _intrinsics_matrix(k: Intrinsics) -> np.ndarray:

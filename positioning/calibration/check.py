@@ -33,6 +33,10 @@ __all__ = [
     "drift_from_board",
     "table_points_mm",
     "check_calibration",
+    "PlaneSpread",
+    "table_plane_angles",
+    "median_standard_error",
+    "angle_uncertainties",
 ]
 
 TOLERANCE_MM = 2.0
@@ -56,7 +60,12 @@ class DriftReport:
         vertical_tolerance_mm: the vertical one (looser when the height comes from depth alone).
         notes: what was not measured and why; source: what the figures come from.
         seen_top_z_mm: the table top's height as seen in depth.
-        notes: what could not be measured, and why.
+        tilt_uncertainty_deg, roll_uncertainty_deg, yaw_uncertainty_deg, lateral_uncertainty_mm,
+        vertical_uncertainty_mm: each figure's standard uncertainty (the scatter of its frames, as these
+            frames show it or, for tilt and roll, as the room's calibration measured it, over the median's
+            sqrt(n); with the baseline's); a figure fails when it lies beyond its tolerance by more than
+            twice it, and is in doubt when beyond by less (0: not known, judged as measured).
+        frames: frames the figures are the median of.
     """
 
     tilt_deg: float
@@ -71,24 +80,60 @@ class DriftReport:
     notes: tuple[str, ...] = ()
     source: str = "table"
     seen_top_z_mm: float = math.nan
+    tilt_uncertainty_deg: float = 0.0
+    roll_uncertainty_deg: float = 0.0
+    yaw_uncertainty_deg: float = 0.0
+    lateral_uncertainty_mm: float = 0.0
+    vertical_uncertainty_mm: float = 0.0
+    frames: int = 1
+
+    def _judged(self) -> list[tuple[str, float, float, float, str]]:
+        """``(name, value, uncertainty, tolerance, unit)`` of every figure measured."""
+        out = []
+        for name in ("tilt_deg", "roll_deg", "yaw_deg", "lateral_mm", "vertical_mm", "longitudinal_mm"):
+            v = getattr(self, name)
+            if not math.isfinite(v):
+                continue
+            stem, unit = name.rsplit("_", 1)
+            u = getattr(self, f"{stem}_uncertainty_{unit}", 0.0)
+            tol = (self.tolerance_deg if unit == "deg" else
+                   self.vertical_tolerance_mm if stem == "vertical" else self.tolerance_mm)  # fmt: skip
+            out.append((stem, v, u if math.isfinite(u) else 0.0, tol, unit))
+        return out
+
+    @staticmethod
+    def _figure(v: float, u: float, unit: str) -> str:
+        digits = 2 if unit == "deg" else 1
+        return f"{v:+.{digits}f}" + (f" +- {u:.{digits}f}" if u > 0 else "") + f" {unit}"
 
     @property
     def failures(self) -> list[str]:
-        out = []
-        for name in ("tilt_deg", "roll_deg", "yaw_deg"):
-            v = getattr(self, name)
-            if math.isfinite(v) and abs(v) > self.tolerance_deg:
-                out.append(f"{name.removesuffix('_deg')} {v:+.2f} deg (tolerance {self.tolerance_deg:g} deg)")
-        for name in ("lateral_mm", "vertical_mm", "longitudinal_mm"):
-            v = getattr(self, name)
-            tol = self.vertical_tolerance_mm if name == "vertical_mm" else self.tolerance_mm
-            if math.isfinite(v) and abs(v) > tol:
-                out.append(f"{name.removesuffix('_mm')} {v:+.1f} mm (tolerance {tol:g} mm)")
-        return out
+        """Figures beyond their tolerance, beyond doubt (by more than twice their uncertainty)."""
+        return [
+            f"{stem} {self._figure(v, u, unit)} (tolerance {tol:g} {unit})"
+            for stem, v, u, tol, unit in self._judged()
+            if abs(v) - 2.0 * u > tol
+        ]
+
+    @property
+    def doubts(self) -> list[str]:
+        """Figures beyond their tolerance by less than twice their uncertainty: neither passed nor failed
+        (a longer recording, or the board, decides)."""
+        return [
+            f"{stem} {self._figure(v, u, unit)}: the {self.source} cannot tell it from the {tol:g} {unit} "
+            "tolerance here"
+            for stem, v, u, tol, unit in self._judged()
+            if tol < abs(v) <= tol + 2.0 * u
+        ]
+
+    @property
+    def status(self) -> str:
+        """``"pass"``, ``"fail"`` or ``"inconclusive"`` (no failure, but a figure in doubt)."""
+        return "fail" if self.failures else "inconclusive" if self.doubts else "pass"
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return self.status == "pass"
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
@@ -96,20 +141,18 @@ class DriftReport:
             v = getattr(self, f.name)
             d[f.name] = (round(v, 3) if math.isfinite(v) else None) if isinstance(v, float) else v
         d["notes"] = list(self.notes)
-        return d | {"passed": self.passed, "failures": self.failures}
+        return d | {"passed": self.passed, "status": self.status, "failures": self.failures,
+                    "doubts": self.doubts}  # fmt: skip
 
     def summary(self) -> str:
-        def f(v: float, unit: str) -> str:
-            return "-" if not math.isfinite(v) else f"{v:+.2f} {unit}"
-
-        head = ("PASS" if self.passed else "FAIL") + f" (from the {self.source})"
+        shown = {stem: self._figure(v, u, unit) for stem, v, u, _tol, unit in self._judged()}
+        head = self.status.upper() + f" (from the {self.source}, {self.frames} frames)"
         return (
-            f"{head}: tilt {f(self.tilt_deg, 'deg')}, roll {f(self.roll_deg, 'deg')}, "
-            f"yaw {f(self.yaw_deg, 'deg')}, "
-            f"lateral {f(self.lateral_mm, 'mm')}, vertical {f(self.vertical_mm, 'mm')}, "
-            f"longitudinal {f(self.longitudinal_mm, 'mm')} (tolerance {self.tolerance_mm:g} mm / "
-            f"{self.tolerance_deg:g} deg)"
-        )
+            f"{head}: "
+            + ", ".join(f"{stem} {shown.get(stem, '-')}"
+                        for stem in ("tilt", "roll", "yaw", "lateral", "vertical", "longitudinal"))
+            + f" (tolerance {self.tolerance_mm:g} mm / {self.tolerance_deg:g} deg)"
+        )  # fmt: skip
 
 
 def _well_spread(p: np.ndarray, mid_x: float) -> bool:
@@ -238,6 +281,7 @@ def check_calibration(
     board_thickness_mm: float = 5.0,
     exclude_xy_mm: tuple[float, float, float, float] | None = None,
     baseline_deg: tuple[float, float] = (0.0, 0.0),
+    spread: PlaneSpread | None = None,
 ) -> DriftReport:
     """The daily check on a recording's frames (the median of each frame's drift).
 
@@ -245,6 +289,10 @@ def check_calibration(
     ``baseline_deg`` ``(tilt, roll)``: the table plane's tilt and roll measured right after calibrating (the
     room file keeps them), subtracted: a depth camera seeing a plane at an angle tilts it by a few tenths of
     a degree of its own, the same every day, which is not drift.
+    ``spread``: how much the table plane's tilt and roll scatter from frame to frame in this room (the room
+    file keeps it, measured when calibrating), and how well the baseline is known: the report's tilt and
+    roll uncertainties come from it and from these frames' own scatter (the larger), so that a depth
+    camera's noise in a far room is not read as drift (see :attr:`DriftReport.doubts`).
 
     Raises:
         CalibrationError: the table was found in no frame.
@@ -280,6 +328,14 @@ def check_calibration(
     }  # fmt: skip
     med["tilt_deg"] -= baseline_deg[0]
     med["roll_deg"] -= baseline_deg[1]
+    uncertainty = angle_uncertainties(np.array([(r.tilt_deg, r.roll_deg) for r in reports], float), spread)
+    for name in ("yaw_deg", "lateral_mm", "vertical_mm"):  # their frames' own scatter (3 frames or more)
+        values = np.array([getattr(r, name) for r in reports], float)
+        values = values[np.isfinite(values)]
+        stem, unit = name.rsplit("_", 1)
+        uncertainty[f"{stem}_uncertainty_{unit}"] = (
+            median_standard_error(float(np.std(values, ddof=1)), len(values)) if len(values) >= 3 else 0.0
+        )
     notes = list(dict.fromkeys(n for r in reports for n in r.notes))
     if math.isfinite(med["longitudinal_mm"]):
         notes.append(
@@ -288,8 +344,85 @@ def check_calibration(
         )
         med["longitudinal_mm"] = math.nan
     return DriftReport(
-        **med, notes=tuple(notes), tolerance_mm=DEPTH_TOLERANCE_MM, vertical_tolerance_mm=DEPTH_TOLERANCE_MM
-    )
+        **med, **uncertainty, notes=tuple(notes), tolerance_mm=DEPTH_TOLERANCE_MM,
+        vertical_tolerance_mm=DEPTH_TOLERANCE_MM, frames=len(reports),
+    )  # fmt: skip
+
+
+def angle_uncertainties(angles_deg: np.ndarray, spread: PlaneSpread | None) -> dict[str, float]:
+    """``{"tilt_uncertainty_deg": .., "roll_uncertainty_deg": ..}`` of the median of ``(N, 2)`` per-frame
+    (tilt, roll): their frames' scatter (these frames' own with 3 or more, or the room's from ``spread``,
+    the larger), and the baseline's standard error; 0 where neither scatter is known."""
+    out = {}
+    for k, name in enumerate(("tilt", "roll")):
+        values = np.asarray(angles_deg, float).reshape(-1, 2)[:, k]
+        values = values[np.isfinite(values)]
+        own = float(np.std(values, ddof=1)) if len(values) >= 3 else math.nan
+        prior = math.nan if spread is None else getattr(spread, f"{name}_frame_sd_deg")
+        sd = max((v for v in (own, prior) if math.isfinite(v)), default=math.nan)
+        base_se = 0.0 if spread is None else getattr(spread, f"{name}_baseline_se_deg")
+        out[f"{name}_uncertainty_deg"] = (
+            math.hypot(median_standard_error(sd, len(values)), base_se)
+            if math.isfinite(sd) and len(values)
+            else 0.0
+        )
+    return out
+
+
+def median_standard_error(sd: float, n: int) -> float:
+    """The standard error of the median of ``n`` values scattered by ``sd`` (sqrt(pi/2) sd / sqrt(n))."""
+    return math.sqrt(math.pi / 2.0) * sd / math.sqrt(max(n, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaneSpread:
+    """How the table plane's tilt and roll from depth scatter in a room (measured when calibrating).
+
+    Attributes:
+        tilt_frame_sd_deg, roll_frame_sd_deg: their scatter from one frame to the next (standard
+            deviation).
+        tilt_baseline_se_deg, roll_baseline_se_deg: the baseline's standard error (the median of the
+            calibration's frames).
+        frames: frames it was measured on.
+    """
+
+    tilt_frame_sd_deg: float
+    roll_frame_sd_deg: float
+    tilt_baseline_se_deg: float
+    roll_baseline_se_deg: float
+    frames: int
+
+    @classmethod
+    def of(cls, angles_deg: np.ndarray) -> PlaneSpread:
+        """From ``(N, 2)`` per-frame (tilt, roll) (N >= 3)."""
+        a = np.asarray(angles_deg, float).reshape(-1, 2)
+        a = a[np.all(np.isfinite(a), axis=1)]
+        if len(a) < 3:
+            raise CalibrationError(
+                f"the table's plane was measured in {len(a)} frames: its scatter needs 3 at least"
+            )
+        sd = np.std(a, axis=0, ddof=1)
+        return cls(float(sd[0]), float(sd[1]), median_standard_error(float(sd[0]), len(a)),
+                   median_standard_error(float(sd[1]), len(a)), len(a))  # fmt: skip
+
+    def to_json(self) -> dict[str, float]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def table_plane_angles(frames: Sequence[RGBDFrame], calibration: Calibration) -> np.ndarray:
+    """``(N, 2)`` per-frame (tilt, roll) of the table plane in depth (NaN where not measurable), as
+    :func:`check_calibration` measures them."""
+    from positioning.perception.pipeline import Perceiver, PerceiverSettings
+
+    perceiver = Perceiver(settings=PerceiverSettings(landmarks="depth", track=False))
+    out = []
+    for f in frames:
+        state = perceiver.perceive(f, calibration)
+        if state.table is None:
+            continue
+        r = drift_from_table(state.table, table_points_mm(f, calibration, state.table), plane_only=True)
+        out.append((r.tilt_deg, r.roll_deg))
+    return np.array(out, float).reshape(-1, 2)
 
 
 def drift_from_board(

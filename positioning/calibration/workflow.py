@@ -22,8 +22,20 @@ import numpy as np
 import yaml
 
 from positioning.calibration.board import Board, load_board
-from positioning.calibration.charuco import BoardView, CalibrationResult, detect_board, solve_calibration
-from positioning.calibration.check import DriftReport, check_calibration, drift_from_board
+from positioning.calibration.charuco import (
+    BoardNotFoundError,
+    BoardView,
+    CalibrationResult,
+    detect_board,
+    solve_calibration,
+)
+from positioning.calibration.check import (
+    DriftReport,
+    PlaneSpread,
+    check_calibration,
+    drift_from_board,
+    table_plane_angles,
+)
 from positioning.errors import CalibrationError
 
 __all__ = [
@@ -32,6 +44,7 @@ __all__ = [
     "calibrate_recordings",
     "write_room_file",
     "room_reference",
+    "room_plane_spread",
     "check_recording",
 ]
 
@@ -93,42 +106,51 @@ def calibrate_recordings(
         ``(result, views, a frame)`` (the frame: the camera's intrinsics and identity).
     """
     board = board or load_board()
-    views, first = [], None
+    views, first, skipped = [], None, []
     for rec in recordings:
         h, y = read_readings(rec, readings)
         frames, f0 = _frames(rec)
         first = first or f0
         if f0.intrinsics.shape != first.intrinsics.shape or f0.serial != first.serial:
             raise CalibrationError(f"{Path(rec).name} comes from another camera or stream than the first")
-        views.append(
-            detect_board(frames, board, table_height_mm=h, table_longitudinal_mm=y, label=Path(rec).name)
+        try:
+            views.append(
+                detect_board(frames, board, table_height_mm=h, table_longitudinal_mm=y, label=Path(rec).name)
+            )
+        except BoardNotFoundError as e:  # one hidden view (the gantry over the board's end) need not stop it
+            skipped.append(str(e))
+    try:
+        result = solve_calibration(
+            views, board, first.intrinsics,
+            reference_height_mm=reference_height_mm, reference_longitudinal_mm=reference_longitudinal_mm,
+        )  # fmt: skip
+    except CalibrationError as e:
+        if not skipped:
+            raise
+        raise CalibrationError(f"{e} (left out: {'; '.join(skipped)})") from e
+    longitudinal = {round(v.table_longitudinal_mm, 1) for v in views}
+    if len(longitudinal) < 2:
+        raise CalibrationError(
+            "the board must be seen at two longitudinal table positions at least: got "
+            f"{sorted(longitudinal)} mm" + (f" (left out: {'; '.join(skipped)})" if skipped else "")
         )
-    result = solve_calibration(
-        views, board, first.intrinsics,
-        reference_height_mm=reference_height_mm, reference_longitudinal_mm=reference_longitudinal_mm,
-    )  # fmt: skip
+    result = dataclasses.replace(result, skipped=tuple(skipped))
     # the table plane's tilt and roll as the depth camera sees them with this calibration: the baseline the
     # daily check compares with (the board, a 5 mm plate lying flat on it, left in)
     from positioning.frames import Calibration
 
     cal = Calibration(scanner_from_camera=result.camera_to_scanner, method="charuco")
-    tilts, rolls = [], []
-    for rec in recordings:
-        frames, _ = _frames(rec, 3)
-        try:
-            r = check_calibration(frames, cal)
-        except CalibrationError:
-            continue
-        tilts.append(r.tilt_deg)
-        rolls.append(r.roll_deg)
-    pairs = [(t, r) for t, r in zip(tilts, rolls, strict=True) if np.isfinite(t) and np.isfinite(r)]
-    if not pairs:
+    angles = np.concatenate([table_plane_angles(_frames(rec, 10)[0], cal) for rec in recordings])
+    angles = angles[np.all(np.isfinite(angles), axis=1)]
+    if len(angles) < 3:
         raise CalibrationError(
-            "the table's plane was not measurable beside the board in any recording: the daily check would "
-            "have no baseline (keep more of the table top in view)"
+            f"the table's plane was measurable beside the board in {len(angles)} frames (3 needed): the "
+            "daily check would have no baseline (keep more of the table top in view)"
         )
-    baseline = (float(np.median([t for t, _ in pairs])), float(np.median([r for _, r in pairs])))
-    return dataclasses.replace(result, table_plane_deg=baseline), views, first
+    # the baseline, and how much the plane's tilt and roll scatter between frames here (far rooms: a degree)
+    baseline = (float(np.median(angles[:, 0])), float(np.median(angles[:, 1])))
+    spread = PlaneSpread.of(angles)
+    return dataclasses.replace(result, table_plane_deg=baseline, table_plane_spread=spread), views, first
 
 
 def write_room_file(
@@ -158,12 +180,16 @@ def write_room_file(
         # the table plane's tilt and roll as the depth camera saw them right after calibrating (deg)
         "table_plane_baseline_deg": {"tilt": round(result.table_plane_deg[0], 3),
                                      "roll": round(result.table_plane_deg[1], 3)},
+        # their scatter between frames in this room (depth noise), and the baseline's standard error
+        "table_plane_spread_deg": None if result.table_plane_spread is None
+                                  else result.table_plane_spread.to_json(),
         "corners": result.corners,
         "camera": {"device": frame.device_name, "serial": frame.serial,
                    "width": frame.intrinsics.width, "height": frame.intrinsics.height},
         "board": board.name,
         "table_reference": {"height_mm": reference_height_mm, "longitudinal_mm": reference_longitudinal_mm},
         "recordings": [Path(r).name for r in recordings],
+        "skipped": list(result.skipped),
     }  # fmt: skip
     for key in ("table", "gantry"):
         if key in base:
@@ -197,6 +223,22 @@ def room_reference(
             (d.get("camera") or {}).get("serial"), baseline)  # fmt: skip
 
 
+def room_plane_spread(path: str | Path | None) -> PlaneSpread | None:
+    """The table plane's scatter a room file keeps (None: none kept, as in files written before it was)."""
+    if path is None or not Path(path).is_file():
+        return None
+    d = (yaml.safe_load(Path(path).read_text()) or {}).get("table_plane_spread_deg")
+    if not d:
+        return None
+    try:
+        spread = PlaneSpread(**{k: (int if k == "frames" else float)(v) for k, v in d.items()})
+    except (TypeError, ValueError) as e:
+        raise CalibrationError(f"room file {path} has a malformed table_plane_spread_deg: {e}") from e
+    if not all(np.isfinite(v) and v >= 0 for v in dataclasses.astuple(spread)):
+        raise CalibrationError(f"room file {path} has a table_plane_spread_deg that is not a number >= 0")
+    return spread
+
+
 def check_recording(
     recording: str | Path,
     calibration: str | Path | None = None,
@@ -204,7 +246,7 @@ def check_recording(
     table_height_mm: float | None = None,
     table_position_mm: float | None = None,
     board: Board | None = None,
-    max_frames: int | None = 5,
+    max_frames: int | None = 30,
     use_board: bool = True,
 ) -> tuple[DriftReport, str]:
     """The daily check on a recording (its calibration: ``calibration`` or the one beside it): from the
@@ -231,8 +273,9 @@ def check_recording(
     # the table's plane as when the baseline was measured (the board, a flat plate, left in: leaving it out
     # leaves strips of the table whose depth tilts differently from one recording to the next)
     table = check_calibration(
-        frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline or (0.0, 0.0), **readings
-    )
+        frames, cal, board_thickness_mm=board.thickness_mm, baseline_deg=baseline or (0.0, 0.0),
+        spread=room_plane_spread(used), **readings,
+    )  # fmt: skip
     if not use_board:
         return table, used
     # the board's face: where the height reading puts it, or the seen table top plus the plate
@@ -244,6 +287,7 @@ def check_recording(
     report = dataclasses.replace(
         table, yaw_deg=on_board.yaw_deg, lateral_mm=on_board.lateral_mm,
         longitudinal_mm=on_board.longitudinal_mm, tolerance_mm=on_board.tolerance_mm,
+        yaw_uncertainty_deg=0.0, lateral_uncertainty_mm=0.0,  # the board's corners, not the table's edges
         notes=tuple(n for n in table.notes if not n.startswith(("yaw", "lateral", "longitudinal")))
         + on_board.notes,
         source="board (yaw, lateral, longitudinal) and the table in depth (tilt, roll, vertical)",

@@ -122,7 +122,7 @@ def run_room(scenario: str, seed: int) -> dict[str, Any]:
         # the daily check: the empty table at a reading, and the board at one
         h, y = -200.0, -500.0
         empty = dataclasses.replace(calibration_spec(base, BoardPlacement(board, h, y)), board=None)
-        record_session(empty, d / "empty.db3", frames=2)
+        record_session(empty, d / "empty.db3", frames=6)
         ok_table, _ = check_recording(d / "empty.db3", room, table_height_mm=h, table_position_mm=y)
         ok_board, _ = check_recording(recs[2], room, table_height_mm=-220.0, table_position_mm=-300.0)
         wrong = _write_cal(d / "wrong.yaml", perturbed(result.camera_to_scanner, rot_x_deg=0.5, dx_mm=3.0))
@@ -133,6 +133,10 @@ def run_room(scenario: str, seed: int) -> dict[str, Any]:
             check_board_pass=ok_board.passed,
             check_table_catches_wrong=not bad_table.passed,
             check_board_catches_wrong=not bad_board.passed,
+            check_table_status=ok_table.status,
+            check_board_status=ok_board.status,
+            wrong_table_status=bad_table.status,
+            wrong_board_status=bad_board.status,
             check_table=ok_table.to_json(),
             check_board=ok_board.to_json(),
         )
@@ -194,6 +198,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     def share(key: str) -> float | None:
         return round(float(np.mean([bool(r[key]) for r in ok])), 3) if ok else None
 
+    def outcomes(key: str) -> dict[str, int]:
+        return {k: sum(r.get(key) == k for r in ok) for k in ("pass", "inconclusive", "fail")}
+
     iso: dict[str, list[float]] = {}
     for r in ok:
         for k, v in (r.get("iso_shift_mm") or {}).items():
@@ -211,6 +218,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "check_table_catches_wrong": share("check_table_catches_wrong"),
         "check_board_catches_wrong": share("check_board_catches_wrong"),
         "iso_shift_abs_mm": {k: round(float(np.median(v)), 2) for k, v in iso.items()},
+        "right_outcomes": {"table": outcomes("check_table_status"), "board": outcomes("check_board_status")},
+        "wrong_outcomes": {"table": outcomes("wrong_table_status"), "board": outcomes("wrong_board_status")},
     }
 
 
@@ -226,11 +235,15 @@ def format_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
         s = summary[key]
         if s:
             lines.append(f"  {key:18s} {s['median']:.3f} / {s['p95']:.3f} / {s['max']:.3f} {unit}")
-    lines.append(
-        f"  daily check, right calibration: passes {summary['check_table_passes']} (table) / "
-        f"{summary['check_board_passes']} (board); wrong by 0.5 deg + 3 mm: caught "
-        f"{summary['check_table_catches_wrong']} / {summary['check_board_catches_wrong']}"
-    )
+
+    def counts(o: dict[str, int]) -> str:
+        return f"{o['pass']} pass / {o['inconclusive']} inconclusive / {o['fail']} fail"
+
+    for form in ("table", "board"):
+        lines.append(
+            f"  daily check from the {form}: right calibration {counts(summary['right_outcomes'][form])}; "
+            f"wrong by 0.5 deg + 3 mm {counts(summary['wrong_outcomes'][form])}"
+        )
     lines.append(
         f"  |vertical isocenter shift| from a wrong calibration (median): {summary['iso_shift_abs_mm']}"
     )
@@ -243,8 +256,8 @@ def format_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
                 f"height {r['height_above_table_mm']:.0f}: t {r['translation_mm']:.2f} mm, "
                 f"r {r['rotation_deg']:.3f} deg, "
                 f"volume {r['volume_rms_mm']:.2f}/{r['volume_max_mm']:.2f} mm, "
-                f"checks {'ok' if r['check_table_pass'] else 'FALSE ALARM'}/"
-                f"{'ok' if r['check_board_pass'] else 'FALSE ALARM'}"
+                f"checks right {r['check_table_status']}/{r['check_board_status']}, "
+                f"wrong {r['wrong_table_status']}/{r['wrong_board_status']}"
             )
     lines.extend(f"  failed: {f}" for f in summary["failures"])
     return "\n".join(lines)

@@ -232,6 +232,12 @@ def device_status_message(status: Any) -> Any:
             lateral_mm=status.calibration_check.lateral_mm,
             failures=status.calibration_check.failures,
             summary=status.calibration_check.summary(),
+            status=status.calibration_check.status,
+            doubts=status.calibration_check.doubts,
+            tilt_uncertainty_deg=status.calibration_check.tilt_uncertainty_deg,
+            roll_uncertainty_deg=status.calibration_check.roll_uncertainty_deg,
+            yaw_uncertainty_deg=status.calibration_check.yaw_uncertainty_deg,
+            lateral_uncertainty_mm=status.calibration_check.lateral_uncertainty_mm,
         ),
     )
 

@@ -275,6 +275,7 @@ class CameraHub:
                 preview_interval_s=self.preview_interval_s,
                 concurrent_preview=self.concurrent_preview,
                 calibration_baseline_deg=self._calibration_baseline,
+                calibration_spread=self._calibration_spread,
             )
             self._sessions[session.id] = session
             self._active = session
@@ -383,6 +384,14 @@ class CameraHub:
         from positioning.calibration.workflow import room_reference
 
         return room_reference(self.opened.calibration_path)[3]
+
+    @property
+    def _calibration_spread(self) -> Any:
+        """The room file's table-plane scatter (:class:`~positioning.calibration.check.PlaneSpread`; None
+        without one)."""
+        from positioning.calibration.workflow import room_plane_spread
+
+        return room_plane_spread(self.opened.calibration_path)
 
     def _last_calibration_check(self) -> Any:
         """The calibration check of the newest session that ran one (None: none yet)."""

@@ -216,6 +216,11 @@ class Session:
             one before (None otherwise), and motion since confirmation is judged on each preview as it
             finishes. Off (every preview planned on its own frame, before the estimate returns) for
             recordings and evaluation.
+        calibration_baseline_deg: the room file's table-plane baseline ``(tilt, roll)``: the session checks
+            the calibration on its first frames with a table (None: no check, as for a calibration not made
+            by `positioning calibrate`).
+        calibration_spread: the room file's :class:`~positioning.calibration.check.PlaneSpread` (the check's
+            tilt and roll uncertainty; None: judged as measured).
 
     Raises:
         ProtocolError: the protocol does not exist or is invalid (before any frame is read).
@@ -234,6 +239,7 @@ class Session:
         session_id: str | None = None,
         concurrent_preview: bool = False,
         calibration_baseline_deg: tuple[float, float] | None = None,
+        calibration_spread: Any = None,
     ) -> None:
         from positioning.perception.pipeline import Perceiver
         from positioning.planning.plan import DEFAULT_PLAN_SETTINGS
@@ -261,6 +267,7 @@ class Session:
         #: the calibration check on the first frame with a table (None: not run yet, or not asked for)
         self.calibration_check: Any | None = None
         self._calibration_baseline = calibration_baseline_deg
+        self._calibration_spread = calibration_spread
         self._calibration_frames: list[Any] = []
         self._calibration_attempts = 0
         self._calibration_unmeasured = False
@@ -375,7 +382,7 @@ class Session:
         and roll against the room file's baseline (the patient on the table hides what yaw and lateral
         drift need; `positioning calibrate check` on the empty table measures those). A failure is an
         event, and an error on every plan of the session (confirmation refused)."""
-        from positioning.calibration.check import drift_from_table, table_points_mm
+        from positioning.calibration.check import angle_uncertainties, drift_from_table, table_points_mm
 
         self._calibration_attempts += 1
         pts = table_points_mm(frame, self.calibration, state.table)
@@ -400,14 +407,26 @@ class Session:
             values = np.array([getattr(r, name) for r in self._calibration_frames], float)
             return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
 
+        angles = np.array([(r.tilt_deg, r.roll_deg) for r in self._calibration_frames], float)
         report = dataclasses.replace(
             self._calibration_frames[-1],
             tilt_deg=median("tilt_deg") - tilt0,
             roll_deg=median("roll_deg") - roll0,
             tolerance_deg=SESSION_CHECK_TOLERANCE_DEG,
+            frames=len(self._calibration_frames),
+            **angle_uncertainties(angles, self._calibration_spread),
         )
         self.calibration_check = report
-        if not report.passed:
+        if report.status == "inconclusive":
+            self._append(
+                "CALIBRATION_UNCHECKED",
+                "The calibration check could not decide ("
+                + "; ".join(report.doubts)
+                + "): run `positioning calibrate check` on the empty table, with the board.",
+                frame.timestamp_ms,
+                int(frame.frame_number),
+            )
+        elif report.status == "fail":
             self._append(
                 "CALIBRATION_DRIFT",
                 "The table is not where the calibration puts it ("
@@ -444,7 +463,7 @@ class Session:
     def _drift_checks(self) -> tuple[Any, ...]:
         """A ``CALIBRATION_DRIFT`` error when the session-start calibration check failed (none else)."""
         check = self.calibration_check
-        if check is None or check.passed:
+        if check is None or check.status != "fail":
             return ()
         from positioning.planning.checks import Check, Severity
 

@@ -95,6 +95,31 @@ def test_calibration_needs_two_heights_and_the_readings(calibration_set, tmp_pat
     assert read_readings(lonely, {"x.db3": (1.0, 2.0)}) == (1.0, 2.0)
 
 
+def test_a_recording_without_the_board_is_left_out_and_named(calibration_set, tmp_path):
+    """A view where the board is hidden (under the gantry, out of view) is left out with why, and the
+    calibration goes on when the others still span two heights and two positions."""
+    from positioning.sim.board import BoardPlacement, calibration_spec
+    from positioning.sim.scenario import sample_session
+    from positioning.sim.session import record_session
+
+    _d, recs = calibration_set
+    base = sample_session("hfs-arms-up", 3)
+    placement = BoardPlacement(load_board(), -200.0, -500.0)
+    empty = dataclasses.replace(calibration_spec(base, placement), board=None)
+    rec = tmp_path / "empty.db3"
+    record_session(empty, rec, frames=2)
+    readings = {"empty.db3": (-200.0, -500.0)}
+    result, views, _ = calibrate_recordings([*recs, rec], readings=readings)
+    assert result.views == len(views) == 4 and len(result.skipped) == 1
+    assert result.skipped[0].startswith("empty.db3: the calibration board was not found (at most 0 of its")
+    one_height = [r for r in recs if "-350" in r.name]
+    with pytest.raises(CalibrationError, match=r"two table heights.*left out: empty\.db3"):
+        calibrate_recordings([*one_height, rec], readings=readings)
+    one_position = [r for r in recs if r.name.endswith("--300.db3")]
+    with pytest.raises(CalibrationError, match="two longitudinal table positions"):
+        calibrate_recordings(one_position)
+
+
 def test_the_daily_check_passes_a_right_calibration_and_fails_a_moved_camera(calibration_set, tmp_path):
     from positioning.calibration.board import load_board
     from positioning.sim.board import BoardPlacement, calibration_spec
@@ -158,7 +183,9 @@ def test_the_commands(calibration_set, tmp_path, capsys):
     code = main(["calibrate", "check", str(recs[0]), "--calibration", str(out), "--table-height", "-350",
                  "--table-position", "-300", "--json"])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
-    assert code == (0 if doc["passed"] else 1) and doc["calibration"] == str(out)
+    assert code == {"pass": 0, "fail": 1, "inconclusive": 3}[doc["status"]] and doc["calibration"] == str(out)
+    assert doc["passed"] == (doc["status"] == "pass")
+    assert bool(doc["doubts"]) == (doc["status"] == "inconclusive")
     assert abs(doc["lateral_mm"]) < 2.0 and abs(doc["longitudinal_mm"]) < 2.0
     assert main(["calibrate", "board", "--out", str(tmp_path / "b.png")]) == 0
     assert main(["calibrate", str(recs[0]), "--out", str(tmp_path / "x.yaml")]) == 2  # one height only
@@ -182,3 +209,39 @@ def test_the_room_file_is_the_home_of_the_gantry_and_the_table(tmp_path):
     bad.write_text("gantry: {bore_diameter_mm: 90}\n")
     with pytest.raises(CalibrationError, match="gantry"):
         load_room_model(bad)
+
+
+def test_a_tilt_beyond_tolerance_within_the_depths_scatter_is_in_doubt_not_failed(tmp_path):
+    """Tilt and roll fail only beyond the tolerance by more than twice their uncertainty; between, the
+    check is inconclusive (neither passed nor refusing plans). The uncertainty is the frames' scatter (the
+    room's, kept in its file, or these frames' own) over the median's sqrt(n), with the baseline's."""
+    from positioning.calibration.check import DriftReport, PlaneSpread, angle_uncertainties
+    from positioning.calibration.workflow import room_plane_spread
+
+    nan = float("nan")
+
+    def report(roll: float, u: float) -> DriftReport:
+        return DriftReport(tilt_deg=0.1, roll_deg=roll, yaw_deg=nan, lateral_mm=nan, roll_uncertainty_deg=u)
+
+    assert report(0.4, 0.3).status == "pass"
+    assert report(0.9, 0.3).status == "inconclusive" and "roll +0.90 +- 0.30" in report(0.9, 0.3).doubts[0]
+    assert report(1.2, 0.3).status == "fail" and not report(1.2, 0.3).passed
+    assert report(0.6, 0.0).status == "fail"  # no uncertainty known: judged as measured
+    spread = PlaneSpread.of(np.array([[0.0, 1.0], [0.2, -1.0], [0.1, 0.0], [0.1, 0.0]]))
+    assert spread.roll_frame_sd_deg == pytest.approx(np.std([1, -1, 0, 0], ddof=1))
+    assert spread.roll_baseline_se_deg == pytest.approx(np.sqrt(np.pi / 2) * spread.roll_frame_sd_deg / 2)
+    u = angle_uncertainties(np.array([[0.0, 0.5], [0.0, 0.5]]), spread)  # two frames: the room's scatter
+    se = np.sqrt(np.pi / 2) * spread.roll_frame_sd_deg / np.sqrt(2)
+    expected = np.hypot(se, spread.roll_baseline_se_deg)
+    assert u["roll_uncertainty_deg"] == pytest.approx(expected)
+    assert angle_uncertainties(np.array([[0.0, 0.5]]), None) == {"tilt_uncertainty_deg": 0.0,
+                                                                 "roll_uncertainty_deg": 0.0}  # fmt: skip
+    with pytest.raises(CalibrationError, match="3 at least"):
+        PlaneSpread.of(np.array([[0.0, 1.0], [0.2, nan]]))
+    room = tmp_path / "room.yaml"
+    room.write_text("table_plane_spread_deg: " + json.dumps(spread.to_json()) + "\n")
+    assert room_plane_spread(room).roll_frame_sd_deg == pytest.approx(spread.roll_frame_sd_deg, abs=1e-4)
+    room.write_text("table_plane_spread_deg: {tilt_frame_sd_deg: -1}\n")
+    with pytest.raises(CalibrationError, match="table_plane_spread_deg"):
+        room_plane_spread(room)
+    assert room_plane_spread(tmp_path / "none.yaml") is None

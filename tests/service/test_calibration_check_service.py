@@ -97,6 +97,12 @@ def test_a_failed_check_refuses_every_plan_of_the_session_and_a_right_one_none(r
         assert session.calibration_check is not None and session.calibration_check.passed
         plan, fluoro = session.plan(), session.fluoro_plan(load_procedure("ercp"))
         assert "CALIBRATION_DRIFT" not in [c.code for c in (*plan.checks, *fluoro.checks)]
+        # in doubt (beyond 1.5 deg by less than twice its uncertainty): plans go on
+        session.calibration_check = DriftReport(tilt_deg=1.8, roll_deg=0.1, yaw_deg=float("nan"),
+                                                lateral_mm=float("nan"), tolerance_deg=1.5,
+                                                tilt_uncertainty_deg=0.4)  # fmt: skip
+        assert session.calibration_check.status == "inconclusive"
+        assert "CALIBRATION_DRIFT" not in [c.code for c in session.plan().checks]
         session.calibration_check = DriftReport(tilt_deg=2.1, roll_deg=0.1, yaw_deg=float("nan"),
                                                 lateral_mm=float("nan"), tolerance_deg=1.5)  # fmt: skip
         plan, fluoro = session.plan(), session.fluoro_plan(load_procedure("ercp"))
@@ -112,6 +118,8 @@ def test_device_status_reports_the_check_over_the_channel(room_cache, calibratio
     finally:
         server.stop()
     c = device.calibration_check
-    assert c.summary and (c.passed or c.failures)
-    # the plan says what device status says
-    assert ("CALIBRATION_DRIFT" in [x.code for x in plan.checks]) == (not c.passed)
+    assert c.summary.lower().startswith(c.status) and c.status in ("pass", "fail", "inconclusive")
+    assert bool(c.failures) == (c.status == "fail") and bool(c.doubts) == (c.status == "inconclusive")
+    assert c.passed == (c.status == "pass")
+    # the plan says what device status says: refused on a failed check only
+    assert ("CALIBRATION_DRIFT" in [x.code for x in plan.checks]) == (c.status == "fail")
