@@ -20,6 +20,7 @@ looped recording (each loop continues the clock), so that trackers and motion fi
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
@@ -215,17 +216,40 @@ class OpenedSource:
         self.close()
 
 
-def _calibration(path: Path | None, *, default: Path | None, what: str) -> tuple[Calibration, Path]:
+#: The site's room file (`positioning calibrate`'s output), used by a camera or a recording without a
+#: ``--calibration`` and without a calibration sidecar of its own.
+SITE_CALIBRATION_ENV = "POSITIONING_CALIBRATION"
+
+
+def site_calibration_path() -> Path | None:
+    """The site's room file named by ``$POSITIONING_CALIBRATION`` (None when unset)."""
+    value = os.environ.get(SITE_CALIBRATION_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def _calibration(
+    path: Path | None, *, default: Path | None, what: str, site: bool = True
+) -> tuple[Calibration, Path]:
+    """``--calibration``, else the source's own (a recording's sidecar), else the site's room file."""
     chosen = path if path is not None else default
+    site_path = site_calibration_path() if site and path is None else None
+    if site_path is not None and (chosen is None or not chosen.is_file()):
+        if not site_path.is_file():
+            raise CalibrationError(
+                f"no calibration: ${SITE_CALIBRATION_ENV} names {site_path}, which does not exist"
+            )
+        chosen = site_path
     if chosen is None:
         raise CalibrationError(
-            f"no calibration for {what}: pass --calibration FILE (the camera-to-scanner transform)"
+            f"no calibration for {what}: pass --calibration FILE (the camera-to-scanner transform) or set "
+            f"${SITE_CALIBRATION_ENV} to the site's room file"
         )
     if not chosen.is_file():
         hint = (
             ""
             if path is not None
-            else " (pass --calibration FILE; a simulator recording has NAME.calibration.yaml beside it)"
+            else " (pass --calibration FILE or set $POSITIONING_CALIBRATION to the site's room file; a "
+            "simulator recording has NAME.calibration.yaml beside it)"
         )
         raise CalibrationError(f"no calibration: {chosen} does not exist{hint}")
     return Calibration.load(chosen), chosen
@@ -245,7 +269,8 @@ def open_source(
     Args:
         spec: a :class:`SourceSpec` or ``--source`` text (default: the simulated room).
         calibration: the camera-to-scanner calibration file; default: the recording's
-            ``NAME.calibration.yaml`` sidecar (required for a live camera).
+            ``NAME.calibration.yaml`` sidecar, else the site's room file (``$POSITIONING_CALIBRATION``;
+            the only default for a live camera). The simulated room uses its own unless given one.
         real_time: play a recording at its recorded rate (default: as fast as it is read; the simulated
             room always plays at camera rate unless this is False).
         loop: start a recording again at its end (default: no; the simulated room always loops unless this
@@ -295,7 +320,7 @@ def open_source(
         loop=True if loop is None else loop,
     )
     try:
-        cal, cal_path = _calibration(cal_arg, default=room.calibration_path, what=room.label)
+        cal, cal_path = _calibration(cal_arg, default=room.calibration_path, what=room.label, site=False)
     except BaseException:
         room.close()
         raise

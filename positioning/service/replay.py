@@ -27,6 +27,7 @@ class SessionRun:
     plan: Any | None  # Plan
     calibration: Any  # Calibration
     label: str
+    calibration_path: Path | None = None  # the file it came from (said in reports)
 
     @property
     def states(self) -> list[Any]:
@@ -77,4 +78,4 @@ def run_session(
             if not estimates:
                 raise PositioningError(f"{opened.source.label} contains no frames")
             plan = session.plan() if request.protocol is not None else None
-    return SessionRun(estimates, plan, opened.calibration, opened.source.label)
+    return SessionRun(estimates, plan, opened.calibration, opened.source.label, opened.calibration_path)

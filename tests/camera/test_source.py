@@ -87,6 +87,30 @@ def test_the_recording_is_checked_before_its_calibration(tmp_path):
         open_source(rec, calibration=tmp_path / "other.yaml")
 
 
+def test_a_recording_without_a_sidecar_uses_the_sites_room_file_and_says_so(tmp_path, monkeypatch):
+    """--calibration, else the recording's sidecar, else $POSITIONING_CALIBRATION (the site's room file);
+    the simulated room keeps its own."""
+    from positioning.sim.room_source import SimulatedRoomSource
+
+    site = tmp_path / "site-room.yaml"
+    site.write_text(calibration_path_for(_recording(tmp_path / "s.db3", 1)).read_text())
+    bare = _recording(tmp_path / "bare.db3", 2, calibration=False)
+    monkeypatch.setenv("POSITIONING_CALIBRATION", str(site))
+    with open_source(bare) as opened:
+        assert opened.calibration_path == site
+    with_sidecar = _recording(tmp_path / "own.db3", 2)
+    with open_source(with_sidecar) as opened:  # its own sidecar first
+        assert opened.calibration_path == calibration_path_for(with_sidecar)
+    with open_source("sim", frames=2, loop=False, real_time=False) as opened:
+        assert isinstance(opened.source, SimulatedRoomSource) and opened.calibration_path != site
+    monkeypatch.setenv("POSITIONING_CALIBRATION", str(tmp_path / "gone.yaml"))
+    with pytest.raises(CalibrationError, match=r"\$POSITIONING_CALIBRATION names .*gone\.yaml"):
+        open_source(bare)
+    monkeypatch.delenv("POSITIONING_CALIBRATION")
+    with pytest.raises(CalibrationError, match="POSITIONING_CALIBRATION"):
+        open_source(bare)
+
+
 def test_events_are_for_the_simulated_room_only(tmp_path):
     rec = _recording(tmp_path / "c.db3", 2)
     with pytest.raises(PositioningError, match="simulated room"):
