@@ -300,7 +300,8 @@ def _report_plan(run: SessionRun, *, json_out: bool, overlay: str | None) -> int
 
     plan = run.plan
     if json_out:
-        print(json.dumps(plan.to_json() | {"calibration": str(run.calibration_path)}, indent=2))
+        used = None if run.calibration_path is None else str(run.calibration_path)
+        print(json.dumps(plan.to_json() | {"calibration": used}, indent=2))
     else:
         print(f"calibration {run.calibration_path}")
         print(plan_summary(plan))
@@ -493,7 +494,10 @@ def _calibrate_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPars
         "scatter in this room can tell: record longer, or lay the board on the table).",
     )
     check.add_argument("recording")
-    check.add_argument("--calibration", metavar="FILE", help="default: the recording's own sidecar")
+    check.add_argument(
+        "--calibration", metavar="FILE",
+        help="default: the recording's own sidecar, else the site's room file ($POSITIONING_CALIBRATION)",
+    )  # fmt: skip
     check.add_argument("--table-height", type=float, default=None, metavar="MM")
     check.add_argument("--table-position", type=float, default=None, metavar="MM")
     check.add_argument("--json", action="store_true")

@@ -16,6 +16,12 @@ def shared_dir() -> Path:
     return Path(os.environ.get("POSITIONING_SHARED_DIR") or DEFAULT_SHARED_DIR)
 
 
+@pytest.fixture(autouse=True)
+def _no_site_calibration(monkeypatch):
+    """Tests choose their calibrations: a site's ``$POSITIONING_CALIBRATION`` on the machine is not used."""
+    monkeypatch.delenv("POSITIONING_CALIBRATION", raising=False)
+
+
 @pytest.fixture
 def torch_threads_restored():
     """PyTorch's thread count as it was before the test (live settings set it process-wide)."""

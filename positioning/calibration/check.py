@@ -119,9 +119,11 @@ class DriftReport:
     def doubts(self) -> list[str]:
         """Figures beyond their tolerance by less than twice their uncertainty: neither passed nor failed
         (a longer recording, or the board, decides)."""
+        seen_by = {"tilt": "the table's depth", "roll": "the table's depth", "vertical": "the table's depth",
+                   "yaw": "the mattress's edges", "lateral": "the mattress's edges"}  # fmt: skip
         return [
-            f"{stem} {self._figure(v, u, unit)}: the {self.source} cannot tell it from the {tol:g} {unit} "
-            "tolerance here"
+            f"{stem} {self._figure(v, u, unit)}: {seen_by.get(stem, 'this check')} cannot tell it from the "
+            f"{tol:g} {unit} tolerance here (record longer, or lay the board on the table)"
             for stem, v, u, tol, unit in self._judged()
             if tol < abs(v) <= tol + 2.0 * u
         ]
@@ -351,8 +353,9 @@ def check_calibration(
 
 def angle_uncertainties(angles_deg: np.ndarray, spread: PlaneSpread | None) -> dict[str, float]:
     """``{"tilt_uncertainty_deg": .., "roll_uncertainty_deg": ..}`` of the median of ``(N, 2)`` per-frame
-    (tilt, roll): their frames' scatter (these frames' own with 3 or more, or the room's from ``spread``,
-    the larger), and the baseline's standard error; 0 where neither scatter is known."""
+    (tilt, roll) against the baseline: their frames' scatter over the median's sqrt(n) (these frames' own
+    with 3 or more, or the room's from ``spread``, the larger), and the spread between table positions
+    (``spread``'s, not averaged down); 0 where neither is known."""
     out = {}
     for k, name in enumerate(("tilt", "roll")):
         values = np.asarray(angles_deg, float).reshape(-1, 2)[:, k]
@@ -360,9 +363,9 @@ def angle_uncertainties(angles_deg: np.ndarray, spread: PlaneSpread | None) -> d
         own = float(np.std(values, ddof=1)) if len(values) >= 3 else math.nan
         prior = math.nan if spread is None else getattr(spread, f"{name}_frame_sd_deg")
         sd = max((v for v in (own, prior) if math.isfinite(v)), default=math.nan)
-        base_se = 0.0 if spread is None else getattr(spread, f"{name}_baseline_se_deg")
+        between = 0.0 if spread is None else getattr(spread, f"{name}_position_sd_deg")
         out[f"{name}_uncertainty_deg"] = (
-            math.hypot(median_standard_error(sd, len(values)), base_se)
+            math.hypot(median_standard_error(sd, len(values)), between)
             if math.isfinite(sd) and len(values)
             else 0.0
         )
@@ -378,32 +381,44 @@ def median_standard_error(sd: float, n: int) -> float:
 class PlaneSpread:
     """How the table plane's tilt and roll from depth scatter in a room (measured when calibrating).
 
+    Two parts: the scatter from one frame to the next within a recording (averages down over a check's
+    frames), and the spread between the calibration's table positions of each recording's median (does
+    not: the depth's own tilt of the plane changes with where the table stands, so a check at another
+    height or position differs from the baseline by about that much).
+
     Attributes:
-        tilt_frame_sd_deg, roll_frame_sd_deg: their scatter from one frame to the next (standard
-            deviation).
-        tilt_baseline_se_deg, roll_baseline_se_deg: the baseline's standard error (the median of the
-            calibration's frames).
-        frames: frames it was measured on.
+        tilt_frame_sd_deg, roll_frame_sd_deg: the frames' scatter about their recording's median
+            (standard deviation, pooled over the recordings).
+        tilt_position_sd_deg, roll_position_sd_deg: the spread of the recordings' medians (standard
+            deviation; 0 with a single recording).
+        frames, recordings: what they were measured on.
     """
 
     tilt_frame_sd_deg: float
     roll_frame_sd_deg: float
-    tilt_baseline_se_deg: float
-    roll_baseline_se_deg: float
+    tilt_position_sd_deg: float
+    roll_position_sd_deg: float
     frames: int
+    recordings: int
 
     @classmethod
-    def of(cls, angles_deg: np.ndarray) -> PlaneSpread:
-        """From ``(N, 2)`` per-frame (tilt, roll) (N >= 3)."""
-        a = np.asarray(angles_deg, float).reshape(-1, 2)
-        a = a[np.all(np.isfinite(a), axis=1)]
-        if len(a) < 3:
+    def of(cls, angles_deg: Sequence[np.ndarray]) -> PlaneSpread:
+        """From each recording's ``(N_k, 2)`` per-frame (tilt, roll) (3 frames at least in all)."""
+        groups = [a[np.all(np.isfinite(a), axis=1)] for a in (np.asarray(g, float).reshape(-1, 2)
+                                                             for g in angles_deg)]  # fmt: skip
+        groups = [g for g in groups if len(g)]
+        n = sum(len(g) for g in groups)
+        if n < 3:
             raise CalibrationError(
-                f"the table's plane was measured in {len(a)} frames: its scatter needs 3 at least"
+                f"the table's plane was measured in {n} frames: its scatter needs 3 at least"
             )
-        sd = np.std(a, axis=0, ddof=1)
-        return cls(float(sd[0]), float(sd[1]), median_standard_error(float(sd[0]), len(a)),
-                   median_standard_error(float(sd[1]), len(a)), len(a))  # fmt: skip
+        medians = np.array([np.median(g, axis=0) for g in groups])
+        residuals = np.concatenate([g - np.median(g, axis=0) for g in groups])
+        dof = max(n - len(groups), 1)
+        frame_sd = np.sqrt((residuals**2).sum(axis=0) / dof)
+        position_sd = np.std(medians, axis=0, ddof=1) if len(groups) > 1 else np.zeros(2)
+        return cls(float(frame_sd[0]), float(frame_sd[1]), float(position_sd[0]), float(position_sd[1]),
+                   n, len(groups))  # fmt: skip
 
     def to_json(self) -> dict[str, float]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}

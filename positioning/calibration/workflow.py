@@ -140,7 +140,8 @@ def calibrate_recordings(
     from positioning.frames import Calibration
 
     cal = Calibration(scanner_from_camera=result.camera_to_scanner, method="charuco")
-    angles = np.concatenate([table_plane_angles(_frames(rec, 10)[0], cal) for rec in recordings])
+    per_recording = [table_plane_angles(_frames(rec, 10)[0], cal) for rec in recordings]
+    angles = np.concatenate(per_recording)
     angles = angles[np.all(np.isfinite(angles), axis=1)]
     if len(angles) < 3:
         raise CalibrationError(
@@ -149,7 +150,7 @@ def calibrate_recordings(
         )
     # the baseline, and how much the plane's tilt and roll scatter between frames here (far rooms: a degree)
     baseline = (float(np.median(angles[:, 0])), float(np.median(angles[:, 1])))
-    spread = PlaneSpread.of(angles)
+    spread = PlaneSpread.of(per_recording)
     return dataclasses.replace(result, table_plane_deg=baseline, table_plane_spread=spread), views, first
 
 
@@ -230,8 +231,12 @@ def room_plane_spread(path: str | Path | None) -> PlaneSpread | None:
     d = (yaml.safe_load(Path(path).read_text()) or {}).get("table_plane_spread_deg")
     if not d:
         return None
+    if not isinstance(d, dict):
+        raise CalibrationError(f"room file {path}: table_plane_spread_deg must be a mapping, got {d!r}")
     try:
-        spread = PlaneSpread(**{k: (int if k == "frames" else float)(v) for k, v in d.items()})
+        spread = PlaneSpread(
+            **{k: (int if k in ("frames", "recordings") else float)(v) for k, v in d.items()}
+        )
     except (TypeError, ValueError) as e:
         raise CalibrationError(f"room file {path} has a malformed table_plane_spread_deg: {e}") from e
     if not all(np.isfinite(v) and v >= 0 for v in dataclasses.astuple(spread)):

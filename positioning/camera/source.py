@@ -236,7 +236,7 @@ def _calibration(
     if site_path is not None and (chosen is None or not chosen.is_file()):
         if not site_path.is_file():
             raise CalibrationError(
-                f"no calibration: ${SITE_CALIBRATION_ENV} names {site_path}, which does not exist"
+                f"no calibration for {what}: ${SITE_CALIBRATION_ENV} names {site_path}, which does not exist"
             )
         chosen = site_path
     if chosen is None:

@@ -131,8 +131,8 @@ def run_room(scenario: str, seed: int) -> dict[str, Any]:
         row.update(
             check_table_pass=ok_table.passed,
             check_board_pass=ok_board.passed,
-            check_table_catches_wrong=not bad_table.passed,
-            check_board_catches_wrong=not bad_board.passed,
+            check_table_catches_wrong=bad_table.status == "fail",
+            check_board_catches_wrong=bad_board.status == "fail",
             check_table_status=ok_table.status,
             check_board_status=ok_board.status,
             wrong_table_status=bad_table.status,

@@ -184,6 +184,7 @@ def test_the_commands(calibration_set, tmp_path, capsys):
                  "--table-position", "-300", "--json"])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
     assert code == {"pass": 0, "fail": 1, "inconclusive": 3}[doc["status"]] and doc["calibration"] == str(out)
+    assert doc["status"] != "fail", doc  # the right calibration: passed, or in doubt at worst
     assert doc["passed"] == (doc["status"] == "pass")
     assert bool(doc["doubts"]) == (doc["status"] == "inconclusive")
     assert abs(doc["lateral_mm"]) < 2.0 and abs(doc["longitudinal_mm"]) < 2.0
@@ -214,7 +215,8 @@ def test_the_room_file_is_the_home_of_the_gantry_and_the_table(tmp_path):
 def test_a_tilt_beyond_tolerance_within_the_depths_scatter_is_in_doubt_not_failed(tmp_path):
     """Tilt and roll fail only beyond the tolerance by more than twice their uncertainty; between, the
     check is inconclusive (neither passed nor refusing plans). The uncertainty is the frames' scatter (the
-    room's, kept in its file, or these frames' own) over the median's sqrt(n), with the baseline's."""
+    room's, kept in its file, or these frames' own) over the median's sqrt(n), with the spread between the
+    calibration's table positions (not averaged down)."""
     from positioning.calibration.check import DriftReport, PlaneSpread, angle_uncertainties
     from positioning.calibration.workflow import room_plane_spread
 
@@ -225,23 +227,30 @@ def test_a_tilt_beyond_tolerance_within_the_depths_scatter_is_in_doubt_not_faile
 
     assert report(0.4, 0.3).status == "pass"
     assert report(0.9, 0.3).status == "inconclusive" and "roll +0.90 +- 0.30" in report(0.9, 0.3).doubts[0]
+    assert "lay the board on the table" in report(0.9, 0.3).doubts[0]
     assert report(1.2, 0.3).status == "fail" and not report(1.2, 0.3).passed
     assert report(0.6, 0.0).status == "fail"  # no uncertainty known: judged as measured
-    spread = PlaneSpread.of(np.array([[0.0, 1.0], [0.2, -1.0], [0.1, 0.0], [0.1, 0.0]]))
-    assert spread.roll_frame_sd_deg == pytest.approx(np.std([1, -1, 0, 0], ddof=1))
-    assert spread.roll_baseline_se_deg == pytest.approx(np.sqrt(np.pi / 2) * spread.roll_frame_sd_deg / 2)
+    # two recordings: frames scatter by +-1 deg of roll about their medians, which differ by 0.4 deg
+    spread = PlaneSpread.of([np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 0.0]]),
+                             np.array([[0.1, 1.4], [0.1, -0.6], [0.1, 0.4]])])  # fmt: skip
+    assert spread.roll_frame_sd_deg == pytest.approx(np.sqrt(4.0 / 4))  # residuals 1, -1, 0 twice; 6 - 2 dof
+    assert spread.roll_position_sd_deg == pytest.approx(np.std([0.0, 0.4], ddof=1))
+    assert (spread.frames, spread.recordings) == (6, 2)
     u = angle_uncertainties(np.array([[0.0, 0.5], [0.0, 0.5]]), spread)  # two frames: the room's scatter
     se = np.sqrt(np.pi / 2) * spread.roll_frame_sd_deg / np.sqrt(2)
-    expected = np.hypot(se, spread.roll_baseline_se_deg)
-    assert u["roll_uncertainty_deg"] == pytest.approx(expected)
+    assert u["roll_uncertainty_deg"] == pytest.approx(np.hypot(se, spread.roll_position_sd_deg))
     assert angle_uncertainties(np.array([[0.0, 0.5]]), None) == {"tilt_uncertainty_deg": 0.0,
                                                                  "roll_uncertainty_deg": 0.0}  # fmt: skip
-    with pytest.raises(CalibrationError, match="3 at least"):
-        PlaneSpread.of(np.array([[0.0, 1.0], [0.2, nan]]))
+    with pytest.raises(CalibrationError, match="its scatter needs 3"):
+        PlaneSpread.of([np.array([[0.0, 1.0], [0.2, nan]])])
     room = tmp_path / "room.yaml"
     room.write_text("table_plane_spread_deg: " + json.dumps(spread.to_json()) + "\n")
     assert room_plane_spread(room).roll_frame_sd_deg == pytest.approx(spread.roll_frame_sd_deg, abs=1e-4)
-    room.write_text("table_plane_spread_deg: {tilt_frame_sd_deg: -1}\n")
-    with pytest.raises(CalibrationError, match="table_plane_spread_deg"):
+    negative = spread.to_json() | {"tilt_frame_sd_deg": -1.0}
+    room.write_text("table_plane_spread_deg: " + json.dumps(negative) + "\n")
+    with pytest.raises(CalibrationError, match="not a number >= 0"):
+        room_plane_spread(room)
+    room.write_text("table_plane_spread_deg: [1, 2]\n")
+    with pytest.raises(CalibrationError, match="must be a mapping"):
         room_plane_spread(room)
     assert room_plane_spread(tmp_path / "none.yaml") is None

@@ -110,6 +110,36 @@ def test_a_failed_check_refuses_every_plan_of_the_session_and_a_right_one_none(r
     assert "CALIBRATION_DRIFT" in [c.code for c in fluoro.checks] and not fluoro.ok
 
 
+def test_a_check_the_depth_cannot_decide_is_an_event_and_refuses_nothing(calibrations):
+    """The session's own check, from real frames: the table seen 5 deg off the baseline fails when the room
+    file says nothing of its depth's scatter (these frames' own, about half a degree here), and is
+    inconclusive (CALIBRATION_UNCHECKED, plans go on) where it says the plane's tilt spreads by 3 deg
+    between table positions."""
+    from positioning.calibration.check import PlaneSpread
+    from positioning.camera.source import open_source
+    from positioning.service.session import Session, SessionRequest
+
+    good, _ = calibrations
+    with open_source(f"sim:{SCENARIO}", real_time=False, loop=False) as o:
+        frames = list(o.source.frames(3))
+    tilt, roll = yaml.safe_load(good.read_text())["table_plane_baseline_deg"].values()
+    noisy = PlaneSpread(tilt_frame_sd_deg=0.1, roll_frame_sd_deg=0.1, tilt_position_sd_deg=3.0,
+                        roll_position_sd_deg=0.1, frames=12, recordings=6)  # fmt: skip
+    outcomes = {}
+    for name, spread in (("steady", None), ("noisy", noisy)):
+        request, cal = SessionRequest(protocol="chest"), Calibration.load(good)
+        with Session(request, cal, preview_interval_s=None, calibration_baseline_deg=(tilt - 5.0, roll),
+                     calibration_spread=spread) as session:  # fmt: skip
+            for f in frames * 2:
+                session.process(f)
+            check = session.calibration_check
+            assert check is not None and abs(check.tilt_deg - 5.0) < 1.5, check
+            codes = [e.kind for e in session.events]
+            outcomes[name] = (check.status, "CALIBRATION_DRIFT" in [c.code for c in session.plan().checks],
+                              "CALIBRATION_UNCHECKED" in codes, "CALIBRATION_DRIFT" in codes)  # fmt: skip
+    assert outcomes == {"steady": ("fail", True, False, True), "noisy": ("inconclusive", False, True, False)}
+
+
 def test_device_status_reports_the_check_over_the_channel(room_cache, calibrations):
     _good, bad = calibrations
     server = _server(room_cache, bad)
