@@ -6,7 +6,11 @@ differ only in the ``rs.config`` the pipeline starts with. Recordings play back 
 fast as they are read; with ``real_time=True`` each is delivered when its timestamp falls due (the rate it
 was recorded at, as a live camera delivers them) and a reader that falls behind misses frames, as it would
 from a live camera. (pyrealsense2's own real-time playback paces by the time the file was written, not
-by the frames' timestamps: a simulator recording written at 3 frames/s would play at 3 frames/s.)
+by the frames' timestamps: a simulator recording written at 3 frames/s would play at 3 frames/s.) A
+looping recording is started again on the same pipeline when its playback stops, rather than through
+pyrealsense2's ``repeat_playback``, which stalled at the loop now and then and delivered the last frame in
+place of the first pass's others (200 opens of a 4-frame file: none of either with ours, 1 stall and 3
+such passes in 40 with it).
 
 Convention: frames are :class:`positioning.frames.RGBDFrame`: depth ``(H, W)`` uint16 z-depth in mm
 (scaled from the sensor's depth units), in the depth optical frame (x right, y down, z forward), pixel
@@ -135,6 +139,9 @@ class RealSenseSource(FrameReader):
         self._real_time = real_time
         self._clock = ContinuousClock() if repeat else None
         self._delivered = 0
+        # looping (repeat): frames delivered in this pass, and in a whole pass once one has ended
+        self._pass_delivered = 0
+        self._frames_per_pass: int | None = None
         self._running = False
         # A private context per source: a recording resolved here is the very device start() uses, so
         # real-time playback can be switched off before the first frame is read.
@@ -209,7 +216,10 @@ class RealSenseSource(FrameReader):
         if not path.is_file():
             raise RecordingNotFoundError(f"recording not found: {path}")
         config = rs.config()
-        config.enable_device_from_file(str(path), repeat_playback=repeat)
+        # Looping is ours (the playback started again on the same pipeline at its end), not pyrealsense2's
+        # repeat_playback, which now and then stalled at the loop ("no frame within 5 s", about 1 open in
+        # 12 of a 4-frame file under load) and is suspected in a crash (librealsense issue #10318).
+        config.enable_device_from_file(str(path), repeat_playback=False)
         return cls(
             config,
             label=f"recording {path}",
@@ -289,6 +299,13 @@ class RealSenseSource(FrameReader):
                 time.sleep(due - now)
             return dataclasses.replace(frame, received_ns=time.monotonic_ns())
 
+    def _loop_playback(self) -> None:
+        """Start the recording again on the same pipeline (about a millisecond), real time off."""
+        self._pipeline.stop()
+        profile = self._pipeline.start(self._config)
+        self._playback = profile.get_device().as_playback()
+        self._playback.set_real_time(False)
+
     def _read_next(self) -> RGBDFrame:
         """The next frame the pipeline delivers (see :meth:`read`)."""
         try:
@@ -307,27 +324,41 @@ class RealSenseSource(FrameReader):
             raise self._error(f"error reading {self._label}: {e}") from e
 
     def _wait_for_frames(self) -> rs.composite_frame | None:
-        """Next frameset, or None at the end of a non-repeating recording."""
+        """Next frameset, or None at the end of a non-repeating recording (a repeating one starts again)."""
         deadline = time.monotonic() + self._timeout_s
         # Once playback has stopped, frames can still be in flight through the pipeline's syncer (seen:
         # the only frame of a one-frame .bag arriving after the status said "stopped"). Declare the end
         # only after empty waits for a grace period.
         grace_s = _END_GRACE_S
         stopped_since: float | None = None
+        empty_passes = 0
         while True:
             ended = (
-                self._playback is not None
-                and not self._repeat
-                and self._playback.current_status() == rs.playback_status.stopped
+                self._playback is not None and self._playback.current_status() == rs.playback_status.stopped
             )
-            ok, frames = self._pipeline.try_wait_for_frames(_POLL_MS)
-            if ok:
-                return frames
+            # looping: once the playback has stopped after a whole pass (its length learnt from the first),
+            # nothing is in flight: start again without the grace period (restarting before it stops stalls)
+            whole_pass = self._frames_per_pass is not None and self._pass_delivered >= self._frames_per_pass
+            if not (ended and whole_pass):
+                ok, frames = self._pipeline.try_wait_for_frames(_POLL_MS)
+                if ok:
+                    self._pass_delivered += 1
+                    return frames
             now = time.monotonic()
             if ended:
                 stopped_since = stopped_since if stopped_since is not None else now
-                if now - stopped_since >= grace_s:
-                    return None
+                if whole_pass or now - stopped_since >= grace_s:
+                    if not self._repeat or self._delivered == 0:
+                        return None  # the end (of an empty recording: the caller opens it once more)
+                    empty_passes = 0 if self._pass_delivered else empty_passes + 1
+                    if empty_passes >= 3:
+                        raise self._error(f"{self._label}: {empty_passes} passes in a row without a frame")
+                    if self._frames_per_pass is None and self._pass_delivered:
+                        self._frames_per_pass = self._pass_delivered
+                    self._loop_playback()
+                    self._pass_delivered = 0
+                    stopped_since = None
+                    deadline = time.monotonic() + self._timeout_s
             else:
                 stopped_since = None
             if now > deadline and not ended:
