@@ -63,7 +63,8 @@ class DriftReport:
         tilt_uncertainty_deg, roll_uncertainty_deg, yaw_uncertainty_deg, lateral_uncertainty_mm,
         vertical_uncertainty_mm: each figure's standard uncertainty (the scatter of its frames, as these
             frames show it or, for tilt and roll, as the room's calibration measured it, over the median's
-            sqrt(n); with the baseline's); a figure fails when it lies beyond its tolerance by more than
+            sqrt(n); for tilt and roll with the spread between table positions the room file keeps); a
+            figure fails when it lies beyond its tolerance by more than
             twice it, and is in doubt when beyond by less (0: not known, judged as measured).
         frames: frames the figures are the median of.
     """
@@ -291,34 +292,19 @@ def check_calibration(
     ``baseline_deg`` ``(tilt, roll)``: the table plane's tilt and roll measured right after calibrating (the
     room file keeps them), subtracted: a depth camera seeing a plane at an angle tilts it by a few tenths of
     a degree of its own, the same every day, which is not drift.
-    ``spread``: how much the table plane's tilt and roll scatter from frame to frame in this room (the room
-    file keeps it, measured when calibrating), and how well the baseline is known: the report's tilt and
-    roll uncertainties come from it and from these frames' own scatter (the larger), so that a depth
-    camera's noise in a far room is not read as drift (see :attr:`DriftReport.doubts`).
+    ``spread``: how much the table plane's tilt and roll scatter from frame to frame in this room, and
+    between table positions (the room file keeps it, measured when calibrating): the report's tilt and roll
+    uncertainties come from it and from these frames' own scatter (see :func:`angle_uncertainties`), so
+    that a depth camera's noise in a far room is not read as drift (see :attr:`DriftReport.doubts`).
 
     Raises:
         CalibrationError: the table was found in no frame.
     """
-    from positioning.perception.pipeline import Perceiver, PerceiverSettings
-
-    perceiver = Perceiver(settings=PerceiverSettings(landmarks="depth", track=False))
-    reports = []
-    for f in frames:
-        state = perceiver.perceive(f, calibration)
-        t = state.table
-        if t is None:
-            continue
-        pts = table_points_mm(f, calibration, t)
-        if exclude_xy_mm is not None:
-            x0, x1, y0, y1 = exclude_xy_mm
-            pts = pts[~((pts[:, 0] > x0) & (pts[:, 0] < x1) & (pts[:, 1] > y0) & (pts[:, 1] < y1))]
-        reports.append(
-            drift_from_table(
-                t, pts, table_height_mm=table_height_mm, table_position_mm=table_position_mm,
-                reference_height_mm=reference_height_mm, reference_longitudinal_mm=reference_longitudinal_mm,
-                board_thickness_mm=board_thickness_mm,
-            )
-        )  # fmt: skip
+    reports = _frame_reports(
+        frames, calibration, exclude_xy_mm=exclude_xy_mm, table_height_mm=table_height_mm,
+        table_position_mm=table_position_mm, reference_height_mm=reference_height_mm,
+        reference_longitudinal_mm=reference_longitudinal_mm, board_thickness_mm=board_thickness_mm,
+    )  # fmt: skip
     if not reports:
         raise CalibrationError("the table was not found in any frame: the check needs the table top in view")
     med = {
@@ -332,11 +318,11 @@ def check_calibration(
     med["roll_deg"] -= baseline_deg[1]
     uncertainty = angle_uncertainties(np.array([(r.tilt_deg, r.roll_deg) for r in reports], float), spread)
     for name in ("yaw_deg", "lateral_mm", "vertical_mm"):  # their frames' own scatter (3 frames or more)
-        values = np.array([getattr(r, name) for r in reports], float)
-        values = values[np.isfinite(values)]
+        values = _finite([getattr(r, name) for r in reports])
+        sd = _frames_sd(values)
         stem, unit = name.rsplit("_", 1)
         uncertainty[f"{stem}_uncertainty_{unit}"] = (
-            median_standard_error(float(np.std(values, ddof=1)), len(values)) if len(values) >= 3 else 0.0
+            median_standard_error(sd, len(values)) if math.isfinite(sd) else 0.0
         )
     notes = list(dict.fromkeys(n for r in reports for n in r.notes))
     if math.isfinite(med["longitudinal_mm"]):
@@ -351,6 +337,40 @@ def check_calibration(
     )  # fmt: skip
 
 
+def _frame_reports(
+    frames: Sequence[RGBDFrame],
+    calibration: Calibration,
+    *,
+    exclude_xy_mm: tuple[float, float, float, float] | None = None,
+    **drift: Any,
+) -> list[DriftReport]:
+    """One :func:`drift_from_table` per frame the table was found in (``drift``: its keyword arguments)."""
+    from positioning.perception.pipeline import Perceiver, PerceiverSettings
+
+    perceiver = Perceiver(settings=PerceiverSettings(landmarks="depth", track=False))
+    reports = []
+    for f in frames:
+        t = perceiver.perceive(f, calibration).table
+        if t is None:
+            continue
+        pts = table_points_mm(f, calibration, t)
+        if exclude_xy_mm is not None:
+            x0, x1, y0, y1 = exclude_xy_mm
+            pts = pts[~((pts[:, 0] > x0) & (pts[:, 0] < x1) & (pts[:, 1] > y0) & (pts[:, 1] < y1))]
+        reports.append(drift_from_table(t, pts, **drift))
+    return reports
+
+
+def _finite(values: Any) -> np.ndarray:
+    v = np.asarray(values, float)
+    return v[np.isfinite(v)]
+
+
+def _frames_sd(values: np.ndarray) -> float:
+    """The frames' own scatter (standard deviation) of finite ``values``; NaN with fewer than 3."""
+    return float(np.std(values, ddof=1)) if len(values) >= 3 else math.nan
+
+
 def angle_uncertainties(angles_deg: np.ndarray, spread: PlaneSpread | None) -> dict[str, float]:
     """``{"tilt_uncertainty_deg": .., "roll_uncertainty_deg": ..}`` of the median of ``(N, 2)`` per-frame
     (tilt, roll) against the baseline: their frames' scatter over the median's sqrt(n) (these frames' own
@@ -358,9 +378,8 @@ def angle_uncertainties(angles_deg: np.ndarray, spread: PlaneSpread | None) -> d
     (``spread``'s, not averaged down); 0 where neither is known."""
     out = {}
     for k, name in enumerate(("tilt", "roll")):
-        values = np.asarray(angles_deg, float).reshape(-1, 2)[:, k]
-        values = values[np.isfinite(values)]
-        own = float(np.std(values, ddof=1)) if len(values) >= 3 else math.nan
+        values = _finite(np.asarray(angles_deg, float).reshape(-1, 2)[:, k])
+        own = _frames_sd(values)
         prior = math.nan if spread is None else getattr(spread, f"{name}_frame_sd_deg")
         sd = max((v for v in (own, prior) if math.isfinite(v)), default=math.nan)
         between = 0.0 if spread is None else getattr(spread, f"{name}_position_sd_deg")
@@ -427,17 +446,8 @@ class PlaneSpread:
 def table_plane_angles(frames: Sequence[RGBDFrame], calibration: Calibration) -> np.ndarray:
     """``(N, 2)`` per-frame (tilt, roll) of the table plane in depth (NaN where not measurable), as
     :func:`check_calibration` measures them."""
-    from positioning.perception.pipeline import Perceiver, PerceiverSettings
-
-    perceiver = Perceiver(settings=PerceiverSettings(landmarks="depth", track=False))
-    out = []
-    for f in frames:
-        state = perceiver.perceive(f, calibration)
-        if state.table is None:
-            continue
-        r = drift_from_table(state.table, table_points_mm(f, calibration, state.table), plane_only=True)
-        out.append((r.tilt_deg, r.roll_deg))
-    return np.array(out, float).reshape(-1, 2)
+    reports = _frame_reports(frames, calibration, plane_only=True)
+    return np.array([(r.tilt_deg, r.roll_deg) for r in reports], float).reshape(-1, 2)
 
 
 def drift_from_board(

@@ -181,7 +181,7 @@ def write_room_file(
         # the table plane's tilt and roll as the depth camera saw them right after calibrating (deg)
         "table_plane_baseline_deg": {"tilt": round(result.table_plane_deg[0], 3),
                                      "roll": round(result.table_plane_deg[1], 3)},
-        # their scatter between frames in this room (depth noise), and the baseline's standard error
+        # their scatter between frames (depth noise) and between the table positions, in this room
         "table_plane_spread_deg": None if result.table_plane_spread is None
                                   else result.table_plane_spread.to_json(),
         "corners": result.corners,
