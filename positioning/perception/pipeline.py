@@ -33,6 +33,7 @@ import numpy as np
 from positioning import resources
 from positioning.errors import PositioningError
 from positioning.frames import Calibration, RGBDFrame
+from positioning.perception.cover import DEFAULT_COVER_SETTINGS, CoverSettings, LegsHidden, legs_hidden
 from positioning.perception.fusion import (
     decide_arms,
     decide_position,
@@ -69,6 +70,7 @@ from positioning.perception.segmentation import (
     PatientSegment,
     SegmentationSettings,
     segment_patient,
+    view_cut_ends_mm,
 )
 from positioning.perception.state import PatientState
 from positioning.perception.status import NoTableError, PerceptionNote, PerceptionStatus, error_for_status
@@ -180,7 +182,11 @@ def apply_landmark_correction(
 _Sampler = Callable[..., np.ndarray]
 #: What :meth:`Perceiver._mediapipe` returns.
 _LandmarkResult = tuple[
-    "Landmarks3D | None", "OrientationResult | None", "ArmStateResult | None", dict[str, str]
+    "Landmarks3D | None",
+    "OrientationResult | None",
+    "ArmStateResult | None",
+    dict[str, str],
+    "LegsHidden | None",
 ]
 
 
@@ -203,6 +209,8 @@ class PerceiverSettings:
         table: table-finding settings (geometry).
         table_model: the site's table (a table unlike it is noted, ``TABLE_UNUSUAL``).
         segmentation: patient segmentation settings.
+        cover: when the colour landmarks see the legs hidden (``PATIENT_COVERED``; used when the scene
+            network withholds its blanket output or there is no scene network).
         table_height: where the table's height comes from with the scene network: ``"geometry"`` (the
             support's densest layer), ``"network"`` (the network's reading of the trough) or ``"blend"``.
         table_disagree_mm: geometry and the scene network placing the table's top further apart than
@@ -241,6 +249,7 @@ class PerceiverSettings:
     table: TableSettings = DEFAULT_TABLE_SETTINGS
     table_model: TableModel = DEFAULT_TABLE_MODEL
     segmentation: SegmentationSettings = DEFAULT_SEGMENTATION_SETTINGS
+    cover: CoverSettings = DEFAULT_COVER_SETTINGS
     table_height: str = "geometry"
     table_disagree_mm: float = 12.0
     hold_table_frames: int = 5
@@ -487,12 +496,15 @@ class Perceiver:
         if scene is not None:
             under = scene.at(scene.prob("on_patient"), segment.points_mm) > 0.5
             covered = slice_share(profile, segment.points_mm, under)
+        cut_ends = view_cut_ends_mm(segment, frame.depth_mm > 0)
         t["profile"] = time.perf_counter()
 
         if s.concurrent_landmarks and self.backends and s.landmarks != "depth":
-            lm_mp, orientation, arm, repairs = self._mediapipe_concurrent(frame, calibration, table, segment)
+            lm_mp, orientation, arm, repairs, legs = self._mediapipe_concurrent(
+                frame, calibration, table, segment
+            )
         else:
-            lm_mp, orientation, arm, repairs = self._mediapipe(frame, calibration, table, segment)
+            lm_mp, orientation, arm, repairs, legs = self._mediapipe(frame, calibration, table, segment)
         t["landmarks_2d"] = time.perf_counter()
         lm_net = scene_landmarks(scene, table) if scene is not None and self.uses_scene else None
         net_pos = scene.position_prob if scene is not None and self.uses_scene else None
@@ -527,9 +539,30 @@ class Perceiver:
                         f"A blanket covers the patient ({_COVER_TEXT.get(cover, cover)}): the body's outline "
                         "under it is estimated, so the isocenter and the range ends there are less certain."
                     ),
-                    details={"cover": cover, "confidence": round(cover_conf, 3)},
+                    details={"cover": cover, "confidence": round(cover_conf, 3), "source": "scene network"},
                 )
             )
+        elif cover is None and legs is not None:
+            # no blanket output from a scene network: the colour landmarks' visibility says
+            cover, cover_conf = ("legs" if legs.hidden else "none"), legs.confidence
+            if legs.hidden:
+                notes.append(
+                    PerceptionNote(
+                        code="PATIENT_COVERED",
+                        severity="warning",
+                        message=(
+                            "The patient's legs are hidden in the colour image (a blanket or sheet over "
+                            "them, or someone in front of them): the body's outline there is estimated, so "
+                            "the isocenter and range ends on the legs or pelvis are less certain. Check them "
+                            "on the scout."
+                        ),
+                        details={
+                            "cover": "legs",
+                            "leg_visibility": round(legs.leg_visibility, 3),
+                            "source": "colour landmarks",
+                        },
+                    )
+                )
         t["landmarks_3d"] = time.perf_counter()
 
         moving, motion = False, float("nan")
@@ -589,6 +622,7 @@ class Perceiver:
             notes=tuple(notes),
             support_dip_mm=dip,
             covered_share=covered,
+            view_cut_ends_mm=cut_ends,
             scene=scene,
             **base,
         )
@@ -670,14 +704,16 @@ class Perceiver:
 
     def _mediapipe(
         self, frame: RGBDFrame, calibration: Calibration, table: TableEstimate, segment: PatientSegment
-    ) -> tuple[Landmarks3D | None, OrientationResult | None, ArmStateResult | None, dict[str, str]]:
+    ) -> _LandmarkResult:
         """MediaPipe's landmarks lifted to 3-D (orientation, left/right, depth offsets, repair, arm state,
-        definition correction), or Nones without a colour image or a person in it."""
+        definition correction) and whether they see the legs hidden, or Nones without a colour image or a
+        person in it."""
         if not self.backends or frame.color_rgb is None or self.settings.landmarks == "depth":
-            return None, None, None, {}
+            return None, None, None, {}, None
         lm2 = self._detect(frame)
         if lm2 is None:
-            return None, None, None, {}
+            return None, None, None, {}, None
+        legs = legs_hidden(lm2, self.settings.cover)
         top = float(table.top_z_mm)
         landmarks = lift_landmarks(lm2, frame, calibration, table_top_z_mm=top, patient_mask=segment.mask)
         orientation = estimate_orientation(landmarks, patient_points_mm=segment.points_mm)
@@ -697,7 +733,7 @@ class Perceiver:
         landmarks = repaired.landmarks
         arm = estimate_arm_state(landmarks, orientation)
         landmarks = apply_landmark_correction(landmarks, orientation.position, arm.state, self.correction)
-        return landmarks, orientation, arm, repaired.changed()
+        return landmarks, orientation, arm, repaired.changed(), legs
 
     def _mediapipe_concurrent(
         self, frame: RGBDFrame, calibration: Calibration, table: TableEstimate, segment: PatientSegment

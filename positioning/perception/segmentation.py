@@ -44,6 +44,7 @@ __all__ = [
     "PatientSegment",
     "segment_patient",
     "segment_frame",
+    "view_cut_ends_mm",
     "DEFAULT_SEGMENTATION_SETTINGS",
 ]
 
@@ -449,3 +450,55 @@ def segment_frame(
         image, table, image_shape=frame.intrinsics.shape, stride=stride, settings=settings
     )
     return table, segment
+
+
+def view_cut_ends_mm(
+    segment: PatientSegment,
+    valid: np.ndarray,
+    *,
+    border_px: int = 4,
+    end_band_mm: float = 150.0,
+    min_points: int = 20,
+    min_span_share: float = 0.5,
+) -> tuple[float, ...]:
+    """Where the body leaves the image at its ends along the table: the scanner ``y`` (mm) of each seen
+    end of the body (the 0.5th / 99.5th percentile of its points' ``y``) where the border of the depth
+    image's valid part crosses the body: in its last ``end_band_mm``, at least ``min_points`` points
+    (fewer with a stride) lie within ``border_px`` pixels of that border, and they span at least
+    ``min_span_share`` of the band's width across the table (a body whose side runs along the image's
+    edge is not cut there). The valid part is ``valid`` (``(H, W)`` bool pixels with depth) less the
+    pixels without depth connected to the image's edge, such as the band a stereo camera has at its left
+    edge. The body goes on out of view at such an end, so what lies near it (a hip joint with the thighs
+    cut off, a shoulder with the head unseen) is placed with part of the body unseen. Empty when the body
+    is seen whole along the table. Not seen here: a body going on into the gantry's bore (the camera sees
+    the housing in front of it), and a dark surface without depth joined to the image's edge counts as
+    the edge.
+
+    Convention: scanner frame (IEC 61217: +x lateral, +y into the gantry), mm.
+    """
+    if not segment.has_patient:
+        return ()
+    x, y = segment.points_mm[:, 0], segment.points_mm[:, 1]
+    v, u = segment.pixels_vu[:, 0], segment.pixels_vu[:, 1]
+    # beyond the view: the image's edge and the pixels without depth connected to it (a stereo camera's
+    # band at its left edge, whose width grows with nearness), not holes inside the image
+    invalid = np.pad(~np.asarray(valid, bool), 1, constant_values=True).astype(np.uint8)
+    _, labels = cv2.connectedComponents(invalid, connectivity=4)
+    outside = (labels == labels[0, 0]).astype(np.uint8)  # the padding ring is the image's edge
+    b = border_px + segment.stride
+    near_outside = cv2.dilate(outside, np.ones((2 * b + 1, 2 * b + 1), np.uint8))[1:-1, 1:-1].astype(bool)
+    h, w = near_outside.shape
+    at_border = near_outside[np.clip(v, 0, h - 1), np.clip(u, 0, w - 1)]
+    need = max(5, min_points // segment.stride**2)
+
+    def width(sel: np.ndarray) -> float:
+        q5, q95 = np.percentile(x[sel], [5.0, 95.0])
+        return float(q95 - q5)
+
+    lo, hi = (float(q) for q in np.percentile(y, [0.5, 99.5]))
+    ends = []
+    for end, band in ((lo, y < lo + end_band_mm), (hi, y > hi - end_band_mm)):
+        cut = band & at_border
+        if np.count_nonzero(cut) >= need and width(cut) >= min_span_share * width(band):
+            ends.append(end)
+    return tuple(ends)

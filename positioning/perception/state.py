@@ -45,7 +45,9 @@ class PatientState:
         repairs: name -> reason code of any landmark repaired or dropped (``issue:action``).
         timings_ms: stage name -> milliseconds spent on this frame.
         cover: how far a blanket covers the patient (``"none"``, ``"legs"``, ``"chest"``), or None when
-            not judged (no scene network).
+            not judged. From the scene network's blanket output where it gives one, else from the colour
+            landmarks (:mod:`~positioning.perception.cover`: ``"legs"`` when they see the legs hidden,
+            ``"none"`` otherwise; None without colour).
         cover_confidence: in [0, 1].
         landmark_backends: which landmark sources were used (e.g. ``"mediapipe+scene_net"``).
         notes: what may make this result wrong (covered, unusual table, disagreeing sources).
@@ -53,6 +55,9 @@ class PatientState:
             negative; :func:`~positioning.perception.profile.support_dip_mm`), NaN when not measured.
         covered_share: ``(K,)`` per profile slice, the share of the patient's points the scene network
             sees under a blanket (None without the network).
+        view_cut_ends_mm: the scanner ``y`` of each end of the body where it leaves the image (the body
+            goes on out of view; :func:`~positioning.perception.segmentation.view_cut_ends_mm`); empty when
+            the body is seen whole along the table.
         scene: the scene network's output (for overlays and checks), or None.
     """
 
@@ -81,6 +86,7 @@ class PatientState:
     notes: tuple[PerceptionNote, ...] = ()
     support_dip_mm: float = float("nan")
     covered_share: np.ndarray | None = None
+    view_cut_ends_mm: tuple[float, ...] = ()
     scene: Any = None
 
     @property

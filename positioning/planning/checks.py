@@ -18,7 +18,8 @@ ORIENTATION_UNCERTAIN     warning   the position could not be decided with confi
 ARMS_IN_FIELD             error     the arms are where the protocol does not allow them (in the field)
 ARMS_UNCERTAIN            warning   the arm state could not be decided with confidence
 LANDMARKS_UNCERTAIN       error     the landmarks the range needs are missing or too uncertain to plan
-                          warning   ... usable but less certain than usual
+                          warning   ... usable but less certain than usual, or placed near where the
+                                    body leaves the camera's view
 RANGE_NOT_VISIBLE         warning   part of the scan range lies outside what the camera sees of the body
                           error     ... none of it is seen, so there is no isocenter to plan
 RANGE_UNDERCOVERAGE       error     a given scan range stops short of the anatomy the protocol requires
@@ -162,6 +163,10 @@ class CheckSettings:
             (:class:`~positioning.planning.level_net.LevelNetOutput`) below this is an error ...
         warn_head_direction_p: ... below this a warning.
         min_visible_fraction: less of the range seen than this is a warning.
+        min_view_context_mm: a scan range closer than this to where the body leaves the camera's image
+            (:attr:`~positioning.perception.state.PatientState.view_cut_ends_mm`) is a warning: its
+            landmarks are placed without the body beyond (the models place a hip joint from the legs
+            too). 400 mm is about a thigh's length.
         lateral_tolerance_mm: a lateral off-centre above this is a warning.
         moved_threshold_mm: displacement since the confirmed plan (sideways, along the table) above
             this is an error.
@@ -181,6 +186,7 @@ class CheckSettings:
     min_head_direction_p: float = 0.1
     warn_head_direction_p: float = 0.3
     min_visible_fraction: float = 0.9
+    min_view_context_mm: float = 400.0
     lateral_tolerance_mm: float = 20.0
     moved_threshold_mm: float = 10.0
     moved_height_threshold_mm: float = 15.0
@@ -527,6 +533,40 @@ def check_visible_range(
                 "visible_fraction": round(frac, 3),
                 "seen_mm": [round(seen_lo_mm, 1), round(seen_hi_mm, 1)],
             },
+        )
+    ]
+
+
+def check_view_context(
+    cut_ends_mm: Sequence[float],
+    lo_mm: float,
+    hi_mm: float,
+    *,
+    settings: CheckSettings = DEFAULT_CHECK_SETTINGS,
+) -> list[Check]:
+    """Is the body around the scan range in the camera's view? Landmarks are placed from the body's shape
+    and proportions (the level network reads the whole height map, a hip joint is placed from the legs
+    too): near where the body leaves the image they lose that context, and the range end there may be off
+    by several centimetres while the sources still agree.
+
+    Convention: scanner y, mm; ``cut_ends_mm`` are where the body leaves the image at its ends.
+    """
+
+    def distance(c: float) -> float:
+        return 0.0 if lo_mm <= c <= hi_mm else min(abs(c - lo_mm), abs(c - hi_mm))
+
+    near = [c for c in cut_ends_mm if math.isfinite(c) and distance(c) < settings.min_view_context_mm]
+    if not near:
+        return []
+    cut = min(near, key=distance)
+    return [
+        Check(
+            code=CheckCode.LANDMARKS_UNCERTAIN,
+            severity=Severity.WARNING,
+            message=f"The body leaves the camera's view at y {cut:.0f} mm, {distance(cut):.0f} mm from the "
+            "scan range: its landmarks there are placed with part of the body unseen. Check the range on "
+            "the scout.",
+            details={"view_cut_y_mm": round(cut, 1), "distance_mm": round(distance(cut), 1)},
         )
     ]
 

@@ -781,6 +781,8 @@ def make_plan(
         )
         if valid.any() or iso is None:
             found += ck.check_visible_range(*seen, *planned, isocenter_found=iso is not None, settings=cs)
+        if not any(c.code == ck.CheckCode.LANDMARKS_UNCERTAIN for c in found):
+            found += ck.check_view_context(state.view_cut_ends_mm, *planned, settings=cs)
     if planned is not None and iso is not None:
         lo, hi = planned
         first = _first_slice(lo, hi, sign, protocol.scan_direction)

@@ -16,6 +16,7 @@ from positioning.perception.segmentation import (
     SegmentationSettings,
     segment_frame,
     segment_patient,
+    view_cut_ends_mm,
 )
 from positioning.perception.status import (
     EmptyTableError,
@@ -247,3 +248,44 @@ def test_no_depth(sim_frame):
     with pytest.raises(NoDepthError, match="almost") as e:
         segment_frame(blank, f.calibration)
     assert e.value.code == "NO_DEPTH" and isinstance(e.value, PerceptionError)
+
+
+def _body(u_px: np.ndarray, y_mm: np.ndarray, rows: tuple[int, int] = (200, 261)) -> PatientSegment:
+    """A body lying along the image's columns (y = column, x = row), rows ``rows``."""
+    uu, vv = np.meshgrid(u_px, np.arange(*rows))
+    yy, xx = np.meshgrid(y_mm, 3.0 * np.arange(*rows))
+    pts = np.stack([xx.ravel(), yy.ravel().astype(float), np.full(uu.size, 100.0)], axis=1)
+    mask = np.zeros((480, 848), bool)
+    mask[vv.ravel(), uu.ravel()] = True
+    pixels = np.stack([vv.ravel(), uu.ravel()], 1).astype(np.int32)
+    return PatientSegment(
+        status=PerceptionStatus.OK, points_mm=pts, pixels_vu=pixels, mask=mask, stride=1, area_mm2=1.0,
+        max_height_mm=100.0, min_height_mm=10.0, second_person_area_mm2=0.0, dropped_points=0,
+    )  # fmt: skip
+
+
+def test_where_the_body_leaves_the_view():
+    valid = np.ones((480, 848), bool)
+    valid[:, :40] = False  # a stereo camera's band without depth at its left edge
+    u = np.arange(42, 700)
+    y = -2000.0 + 2.0 * u  # column 42 at y -1916 mm, column 699 at y -602 mm
+    ends = view_cut_ends_mm(_body(u, y), valid)
+    assert len(ends) == 1 and ends[0] == pytest.approx(-1916.0, abs=10.0)  # the band's edge, not the head end
+    # seen whole: nothing cut
+    inner = np.arange(100, 700)
+    assert view_cut_ends_mm(_body(inner, -2000.0 + 2.0 * inner), valid) == ()
+    # cut at both ends, the far one by the image's own edge
+    both = np.arange(42, 848)
+    assert len(view_cut_ends_mm(_body(both, -2000.0 + 2.0 * both), valid)) == 2
+    # a side running along the image's edge is not a cut end
+    assert view_cut_ends_mm(_body(inner, -2000.0 + 2.0 * inner, rows=(0, 61)), valid) == ()
+
+
+def test_a_hole_without_depth_beside_the_body_is_not_the_edge_of_the_view():
+    valid = np.ones((480, 848), bool)
+    valid[:, :40] = False
+    valid[190:270, 300:320] = False  # dark, without depth, inside the image, just beyond the body's end
+    u = np.arange(321, 700)
+    assert view_cut_ends_mm(_body(u, -2000.0 + 2.0 * u), valid) == ()
+    valid[190:270, 40:320] = False  # the same hole joined to the left band: now the view ends there
+    assert len(view_cut_ends_mm(_body(u, -2000.0 + 2.0 * u), valid)) == 1

@@ -23,6 +23,7 @@ from positioning.planning.checks import (
     check_range_coverage,
     check_table_travel,
     check_table_vertical,
+    check_view_context,
     check_visible_range,
     describe_lateral,
     worst_severity,
@@ -106,6 +107,23 @@ def test_visible_range() -> None:
     (c,) = check_visible_range(-1100.0, -500.0, -1200.0, -900.0)
     assert c.code == CheckCode.RANGE_NOT_VISIBLE and c.details["visible_fraction"] == pytest.approx(
         2 / 3, abs=1e-3
+    )
+
+
+def test_a_range_near_where_the_body_leaves_the_view_is_uncertain() -> None:
+    # the range -1400..-1200 mm; the body leaves the image at -1700 (300 mm beyond) or -2000 (600 mm)
+    (c,) = check_view_context([-1700.0], -1400.0, -1200.0)
+    assert c.code == CheckCode.LANDMARKS_UNCERTAIN and c.severity is Severity.WARNING
+    assert c.details == {"view_cut_y_mm": -1700.0, "distance_mm": 300.0}
+    assert check_view_context([-2000.0], -1400.0, -1200.0) == []
+    assert check_view_context([], -1400.0, -1200.0) == []
+    assert check_view_context([float("nan")], -1400.0, -1200.0) == []
+    # inside the range: nothing beyond it is seen either
+    (c,) = check_view_context([-2000.0, -1300.0], -1400.0, -1200.0)
+    assert c.details["distance_mm"] == 0.0
+    assert (
+        check_view_context([-1700.0], -1400.0, -1200.0, settings=CheckSettings(min_view_context_mm=250.0))
+        == []
     )
 
 

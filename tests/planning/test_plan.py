@@ -257,6 +257,23 @@ def test_missing_keypoints_make_landmarks_uncertain() -> None:
     assert c.severity == "error"
 
 
+def test_a_range_near_where_the_body_leaves_the_view_is_named_once() -> None:
+    state = make_state("HFS")
+    p = plan_for(state)
+    assert "LANDMARKS_UNCERTAIN" not in p.check_codes()
+    lo = p.scan_range.start_mm  # the chest's inferior end (head first: the low y end)
+    near = dataclasses.replace(state, view_cut_ends_mm=(lo - 250.0,))
+    (c,) = [c for c in plan_for(near).checks if c.code == "LANDMARKS_UNCERTAIN"]
+    assert c.severity == "warning" and c.details["distance_mm"] == pytest.approx(250.0, abs=1.0)
+    far = dataclasses.replace(state, view_cut_ends_mm=(lo - 600.0,))
+    assert "LANDMARKS_UNCERTAIN" not in plan_for(far).check_codes()
+    # landmarks already uncertain for their own reasons: one LANDMARKS_UNCERTAIN, not two
+    both = dataclasses.replace(
+        make_state("HFS", drop=("left_hip", "right_hip")), view_cut_ends_mm=(lo - 250.0,)
+    )
+    assert plan_for(both, load_protocol("pelvis")).check_codes().count("LANDMARKS_UNCERTAIN") == 1
+
+
 def test_operator_range_is_checked_against_the_anatomy() -> None:
     state = make_state("HFS")
     p = plan_for(state, scan_range_mm=(-1150.0, -860.0))  # 45 mm short at the foot end
