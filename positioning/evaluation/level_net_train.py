@@ -303,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history": histories,
         "validation_report": report,
         "created": datetime.date.today().isoformat(),
-        "created_by": "python -m positioning.evaluation.level_net_train",
+        "created_by": " ".join(
+            ["python -m positioning.evaluation.level_net_train", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "torch": str(torch.__version__),
     }
     state = {
