@@ -27,12 +27,11 @@ import dataclasses
 
 import numpy as np
 
-from positioning.perception.landmarks.base import Landmarks2D
+from positioning.perception.landmarks.base import TRUNK_LANDMARKS, Landmarks2D
 
 __all__ = ["CoverSettings", "LegsHidden", "DEFAULT_COVER_SETTINGS", "legs_hidden"]
 
 LEGS: tuple[str, ...] = ("left_knee", "right_knee", "left_ankle", "right_ankle")
-TRUNK: tuple[str, ...] = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,10 +112,10 @@ def legs_hidden(
     """
     s = settings
     names = landmarks.names
-    if not all(n in names for n in TRUNK):
+    if not all(n in names for n in TRUNK_LANDMARKS):
         return None
     conf = {n: float(c) for n, c in zip(names, landmarks.confidence, strict=True)}
-    trunk = float(np.mean([conf[n] for n in TRUNK]))
+    trunk = float(np.mean([conf[n] for n in TRUNK_LANDMARKS]))
     if trunk < s.min_trunk_visibility:
         return None
     shape = landmarks.image_shape

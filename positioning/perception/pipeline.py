@@ -42,7 +42,7 @@ from positioning.perception.fusion import (
     scene_landmarks,
 )
 from positioning.perception.landmarks import LandmarkBackend, Landmarks2D, fuse_landmarks
-from positioning.perception.landmarks.base import LANDMARK_MODES, ModelNotFoundError
+from positioning.perception.landmarks.base import LANDMARK_MODES, TRUNK_LANDMARKS, ModelNotFoundError
 from positioning.perception.lifting import (
     Landmarks3D,
     LiftSettings,
@@ -515,14 +515,14 @@ class Perceiver:
         if lm_mp is not None and orientation is not None:
             lm_mp = labels_for_position(lm_mp, orientation.position, position)
         landmarks, disagree = fuse_landmarks_3d(lm_mp, lm_net)
-        if len(set(disagree) & set(_TRUNK)) >= 2:
+        if len(set(disagree) & set(TRUNK_LANDMARKS)) >= 2:
             notes.append(
                 PerceptionNote(
                     code="LANDMARKS_DISAGREE",
                     severity="warning",
                     message=(
                         "The colour image and the depth disagree about where the shoulders and hips are ("
-                        + ", ".join(sorted(set(disagree) & set(_TRUNK)))
+                        + ", ".join(sorted(set(disagree) & set(TRUNK_LANDMARKS)))
                         + "): check the patient and the overlay."
                     ),
                 )
@@ -808,5 +808,3 @@ def _table_height(table: TableEstimate, scene: SceneOutput, how: str) -> TableEs
 
 
 _COVER_TEXT = {"chest": "up to the chest", "legs": "the legs"}
-#: The trunk landmarks whose disagreement between sources is named.
-_TRUNK = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")

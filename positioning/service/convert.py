@@ -20,6 +20,7 @@ __all__ = [
     "event_message",
     "confirmed_message",
     "device_status_message",
+    "calibration_check_message",
     "timestamp",
 ]
 
@@ -224,21 +225,21 @@ def device_status_message(status: Any) -> Any:
         frames_delivered=status.frames_delivered,
         calibration_check=None
         if status.calibration_check is None
-        else pb2.CalibrationCheck(
-            passed=status.calibration_check.passed,
-            tilt_deg=status.calibration_check.tilt_deg,
-            roll_deg=status.calibration_check.roll_deg,
-            yaw_deg=status.calibration_check.yaw_deg,
-            lateral_mm=status.calibration_check.lateral_mm,
-            failures=status.calibration_check.failures,
-            summary=status.calibration_check.summary(),
-            status=status.calibration_check.status,
-            doubts=status.calibration_check.doubts,
-            tilt_uncertainty_deg=status.calibration_check.tilt_uncertainty_deg,
-            roll_uncertainty_deg=status.calibration_check.roll_uncertainty_deg,
-            yaw_uncertainty_deg=status.calibration_check.yaw_uncertainty_deg,
-            lateral_uncertainty_mm=status.calibration_check.lateral_uncertainty_mm,
-        ),
+        else calibration_check_message(status.calibration_check),
+    )
+
+
+#: The daily check's figures carried as they are into ``CalibrationCheck`` (its ``summary`` is a method).
+_CALIBRATION_CHECK_FIELDS: tuple[str, ...] = (
+    "passed", "tilt_deg", "roll_deg", "yaw_deg", "lateral_mm", "failures", "status", "doubts",
+    "tilt_uncertainty_deg", "roll_uncertainty_deg", "yaw_uncertainty_deg", "lateral_uncertainty_mm",
+)  # fmt: skip
+
+
+def calibration_check_message(check: Any) -> Any:
+    """A session's calibration check (:class:`~positioning.calibration.check.DriftReport`) as its message."""
+    return pb2.CalibrationCheck(
+        **{name: getattr(check, name) for name in _CALIBRATION_CHECK_FIELDS}, summary=check.summary()
     )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from positioning.perception.cover import LEGS, TRUNK, CoverSettings, legs_hidden
-from positioning.perception.landmarks.base import Landmarks2D
+from positioning.perception.cover import LEGS, CoverSettings, legs_hidden
+from positioning.perception.landmarks.base import TRUNK_LANDMARKS, Landmarks2D
 
 SHAPE = (480, 848)
 
@@ -14,9 +14,13 @@ SHAPE = (480, 848)
 def _landmarks(
     legs: float, trunk: float = 0.98, *, leg_uv: tuple[float, float] = (420.0, 300.0)
 ) -> Landmarks2D:
-    names = TRUNK + LEGS + ("nose",)
-    uv = [(400.0, 100.0 + 20 * i) for i in range(len(TRUNK))] + [leg_uv] * len(LEGS) + [(420.0, 60.0)]
-    conf = [trunk] * len(TRUNK) + [legs] * len(LEGS) + [0.99]
+    names = TRUNK_LANDMARKS + LEGS + ("nose",)
+    uv = (
+        [(400.0, 100.0 + 20 * i) for i in range(len(TRUNK_LANDMARKS))]
+        + [leg_uv] * len(LEGS)
+        + [(420.0, 60.0)]
+    )
+    conf = [trunk] * len(TRUNK_LANDMARKS) + [legs] * len(LEGS) + [0.99]
     return Landmarks2D(
         names=names, uv_px=np.array(uv), confidence=np.array(conf), backend="mediapipe", image_shape=SHAPE
     )

@@ -28,6 +28,7 @@ from positioning.errors import PositioningError
 __all__ = [
     "NamedLandmarks",
     "COCO_LANDMARKS",
+    "TRUNK_LANDMARKS",
     "LANDMARK_MODES",
     "DEFAULT_AGREE_PX",
     "Landmarks2D",
@@ -62,6 +63,9 @@ COCO_LANDMARKS: tuple[str, ...] = (
     "left_ankle",
     "right_ankle",
 )
+
+#: The trunk's four COCO keypoints (shoulders and hips).
+TRUNK_LANDMARKS: tuple[str, ...] = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 
 #: Two backends' positions of one landmark "agree" when closer than this, in pixels (about 5 cm for a
 #: D435 at 848x480 looking at a table 1.2-1.5 m away).
