@@ -193,12 +193,20 @@ def fluoro_headline(doc: dict[str, Any]) -> list[Figure]:
 def pipeline_headline(doc: dict[str, Any] | list[dict[str, Any]]) -> list[Figure]:
     """From ``positioning bench pipeline --json FILE`` (one run, or the baseline and the run: the last)."""
     r = doc[-1] if isinstance(doc, list) else doc
-    return [
-        Figure(f"frames perceived (of {r['offered_fps']} offered)", _r(r["processed_fps"]), None, "frames/s"),
+    figures = [
+        Figure(
+            f"frames given a state (of {r['offered_fps']} offered)", _r(r["processed_fps"]), None, "frames/s"
+        ),
         _mp("per frame (perception + preview)", r["frame_ms"]),
         _mp("frame to estimate", r["end_to_end_ms"]),
         _mp("full plan on request", r["full_plan_ms"]),
     ]
+    if "perception_age_ms" in r:  # since steady frames (older documents have neither)
+        figures.insert(
+            1, Figure("frames perceived in full", _r(r["perceived_in_full_fps"]), None, "frames/s")
+        )
+        figures.append(_mp("age of the perception a frame shows", r["perception_age_ms"]))
+    return figures
 
 
 def serve_headline(doc: dict[str, Any]) -> list[Figure]:

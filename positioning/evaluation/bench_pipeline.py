@@ -1,21 +1,32 @@
 """``positioning bench pipeline``: the live pipeline at camera rate, through the service's own path.
 
 A simulated session (genuine RealSense recordings played through pyrealsense2 at 30 frames per second,
-in real time, looped) goes through a :class:`~positioning.service.hub.CameraHub` exactly as under
-``positioning serve``: the camera's thread reads the newest frame, the session perceives it (tracking on)
-and plans a preview when one is due. Printed, for ``--seconds`` after a warm-up:
+in real time, looped, on the playback's own thread as a live camera's) goes through a
+:class:`~positioning.service.hub.CameraHub` exactly as under ``positioning serve``: the camera's thread
+reads the newest frame, the session perceives it (tracking on) and plans a preview when one is due.
+Printed, for ``--seconds`` after a warm-up:
 
-* per-stage perception time (median, p95) and the whole frame (perception + preview), ms;
-* end-to-end: from the frame's arrival to its estimate (median, p95), ms;
-* frames offered by the camera per second against frames perceived per second (a frame that arrives
-  while another is being perceived is skipped, never queued: the newest frame wins);
+* frames offered by the camera per second against frames given a state per second (a frame that arrives
+  while another is being perceived is skipped, never queued: the newest frame wins), and how many of
+  them were steady frames that repeated the last perception in full
+  (:mod:`~positioning.perception.steady`), of how many perceived in full per second;
+* the whole frame on the camera's thread (perception or the steady test, and the preview), ms;
+* end-to-end: from the frame's arrival to its estimate, and the age of the perception the frame shows
+  (from the frame perceived in full that a steady frame repeats to this frame), ms;
 * plan previews per second, and a full plan on request (median, p95 over 10 requests made while the
   camera runs);
-* the process's peak memory.
+* the stages of the frames perceived in full (on the camera's thread or the steady frames' refresh
+  worker), and a steady frame's test;
+* the plan: the previews' median and the standard deviation of the distinct previews (a still patient:
+  a run's answer and its jitter, to compare a run with its baseline);
+* the CPU the process used (the simulated camera's playback included: decoding a recorded frame costs
+  about 18 ms of CPU, a live camera's USB transfer far less) and its peak memory.
 
 ``--baseline`` runs the same session with every speed-up of the live path turned off (the pipeline as it
 was before this benchmark existed), in the same process, so that the two can be compared on one machine
 at one time. ``--json FILE`` writes the figures for other tools.
+
+Figures are medians and 95th percentiles over the frames of the run.
 """
 
 from __future__ import annotations
@@ -23,12 +34,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from positioning.evaluation.figures import median_p95
 from positioning.perception.landmarks.base import LANDMARK_MODES
@@ -44,6 +58,9 @@ class _Figures:
     """What the benchmark keeps of one estimate."""
 
     timings_ms: dict[str, float]
+    age_ms: float  # from the frame its state was perceived from to this frame (0: perceived from this one)
+    repeated: bool  # a steady frame: it repeated the state of a frame perceived in full
+    perceived: float  # the timestamp of the frame its state was perceived from
     processing_ms: float
     latency_ms: float
     plan: dict[str, float] | None  # the preview's figures (None: no preview on this estimate)
@@ -73,6 +90,45 @@ def _plan_medians(previews: Sequence[dict[str, float]]) -> dict[str, float | Non
     return {k: median_p95([p[k] for p in previews])["median"] for k in _PLAN_KEYS}
 
 
+def _plan_spread(previews: Sequence[dict[str, float]]) -> dict[str, float | None]:
+    """The previews' standard deviation of each figure (how much the plan shown jitters on a still
+    patient), over the distinct previews (a steady frame's repeated preview counted once)."""
+    distinct = list({tuple(p[k] for k in _PLAN_KEYS): p for p in previews}.values())
+    out: dict[str, float | None] = {}
+    for k in _PLAN_KEYS:
+        values = np.asarray([p[k] for p in distinct], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out[k] = round(float(values.std()), 1) if len(values) >= 2 else None
+    return out
+
+
+def _time_to_moved(hub: Any, session: Any, timeout_s: float = 20.0) -> dict[str, Any]:
+    """Confirm the plan, shift the patient 25 mm sideways (the room's ``moved`` clip) and time the events:
+    ms from the move to ``PATIENT_MOVING`` and to ``PATIENT_MOVED`` (None: not within ``timeout_s``), or
+    why the plan could not be confirmed (``not_confirmed``)."""
+    from positioning.service.session import NothingToConfirmError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            hub.confirm(session.id, "bench")
+            break
+        except NothingToConfirmError as e:
+            if time.monotonic() > deadline:
+                return {"not_confirmed": str(e)}
+            time.sleep(0.1)
+    index = len(session.events)
+    hub.opened.source.bring_forward("moved")
+    t0 = time.monotonic()
+    seen: dict[str, float | None] = {"PATIENT_MOVING": None, "PATIENT_MOVED": None}
+    while seen["PATIENT_MOVED"] is None and time.monotonic() - t0 < timeout_s:
+        for event in session.wait_events(index, timeout_s=0.5):
+            index = event.index + 1
+            if event.kind in seen and seen[event.kind] is None:
+                seen[event.kind] = round(1000.0 * (time.monotonic() - t0), 1)
+    return seen
+
+
 def _run(
     *,
     resolution: str,
@@ -82,6 +138,7 @@ def _run(
     baseline: bool,
     warmup_s: float = 4.0,
     preview_interval_s: float = 0.1,
+    move: bool = True,
 ) -> dict[str, Any]:
     from positioning.camera.source import open_source
     from positioning.perception.pipeline import site_settings
@@ -91,7 +148,10 @@ def _run(
     settings = site_settings(landmarks, None, live=True)
     if baseline:
         settings = settings.baseline()
-    opened = open_source(f"sim:{RESOLUTION_SCENARIOS[resolution]}", frames=frames)
+    # the patient's move is scripted far ahead and brought forward once the plan is confirmed
+    opened = open_source(
+        f"sim:{RESOLUTION_SCENARIOS[resolution]}", frames=frames, events=["3600:moved"] if move else ()
+    )
     hub = CameraHub(
         opened,
         perceiver_settings=settings,
@@ -106,7 +166,15 @@ def _run(
     def listen(e: Any) -> None:
         if recording.is_set():
             estimates.append(
-                _Figures(dict(e.state.timings_ms), e.processing_ms, e.latency_ms, _plan_figures(e.preview))
+                _Figures(
+                    dict(e.state.timings_ms),
+                    float(e.state.timestamp_ms - e.state.perceived_timestamp_ms),
+                    e.state.repeats_timestamp_ms is not None,
+                    float(e.state.perceived_timestamp_ms),
+                    e.processing_ms,
+                    e.latency_ms,
+                    _plan_figures(e.preview),
+                )
             )
 
     hub.add_estimate_listener(listen)
@@ -117,22 +185,29 @@ def _run(
         source = hub.opened.source
         frames0 = hub.device_status().frames_delivered + source.frames_skipped
         recording.set()
-        t0 = time.monotonic()
+        hub.perceiver.full_timings_ms.clear()
+        t0, cpu0 = time.monotonic(), os.times()
         time.sleep(seconds)
         recording.clear()
-        elapsed = time.monotonic() - t0
+        elapsed, cpu1 = time.monotonic() - t0, os.times()
+        full_timings = list(hub.perceiver.full_timings_ms)
         offered = hub.device_status().frames_delivered + source.frames_skipped - frames0
         plan_ms = []
         for _ in range(10):
             t = time.perf_counter()
             session.plan()
             plan_ms.append(1000.0 * (time.perf_counter() - t))
+        moved_ms = _time_to_moved(hub, session) if move else {}
         hub.end_session(session.id)
     finally:
         hub.stop()
     previews = [e.plan for e in estimates if e.plan is not None]
-    stage_names = list(estimates[-1].timings_ms) if estimates else []
-    stages = {k: median_p95([e.timings_ms.get(k, float("nan")) for e in estimates]) for k in stage_names}
+    # the stages of the frames perceived in full, on the camera's thread or the steady frames' refresh
+    stage_names = list(dict.fromkeys(k for t in full_timings for k in t))
+    stages = {k: median_p95([t.get(k, float("nan")) for t in full_timings]) for k in stage_names}
+    repeats = [e for e in estimates if e.repeated]
+    if repeats:
+        stages["steady"] = median_p95([e.timings_ms.get("steady", float("nan")) for e in repeats])
     width, height = (int(x) for x in resolution.split("x"))
     return {
         "resolution": resolution,
@@ -141,12 +216,18 @@ def _run(
         "seconds": round(elapsed, 1),
         "offered_fps": round(offered / elapsed, 1),
         "processed_fps": round(len(estimates) / elapsed, 1),
+        "perceived_in_full_fps": round(len({e.perceived for e in estimates}) / elapsed, 1),  # refreshes too
+        "repeated_share": round(len(repeats) / max(len(estimates), 1), 3),
+        "cpu_cores": round((cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed, 2),
         "frame_ms": median_p95([e.processing_ms for e in estimates]),
+        "perception_age_ms": median_p95([e.age_ms for e in estimates]),
         "end_to_end_ms": median_p95([e.latency_ms for e in estimates]),
         "plan_preview_hz": round(sum(e.plan is not None for e in estimates) / elapsed, 1),
         "full_plan_ms": median_p95(plan_ms),
         "stages_ms": stages,
+        "move_ms": moved_ms,
         "plan_median_mm": _plan_medians(previews),
+        "plan_sd_mm": _plan_spread(previews),
         "frames": len(estimates),
         "image": [width, height],
     }
@@ -161,6 +242,7 @@ def benchmark_pipeline(
     baseline: bool = False,
     warmup_s: float = 4.0,
     preview_interval_s: float = 0.1,
+    move: bool = True,
 ) -> list[dict[str, Any]]:
     """Run the benchmark (and its baseline first, when asked); returns one figures dict per run."""
     runs = []
@@ -174,6 +256,7 @@ def benchmark_pipeline(
                 baseline=base,
                 warmup_s=warmup_s,
                 preview_interval_s=preview_interval_s,
+                move=move,
             )
         )
     peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
@@ -183,23 +266,57 @@ def benchmark_pipeline(
 
 
 def format_run(r: dict[str, Any]) -> str:
+    """The run as printed (a document written before steady frames lacks their lines)."""
+
     def f(s: dict[str, Any]) -> str:
         return f"{s['median']} / {s['p95']}"
 
+    steady = "perception_age_ms" in r
     lines = [
         f"bench pipeline{' (baseline: speed-ups off)' if r['baseline'] else ''}: {r['resolution']}, "
         f"landmarks {r['landmarks']}, {r['seconds']} s, {r['frames']} frames",
-        f"  frames per second: {r['offered_fps']} offered by the camera, {r['processed_fps']} perceived",
+        f"  frames per second: {r['offered_fps']} offered by the camera, {r['processed_fps']} with a state"
+        + (
+            f" ({100 * r['repeated_share']:.0f} % steady frames repeating one of the "
+            f"{r['perceived_in_full_fps']} perceived in full)"
+            if steady
+            else ""
+        ),
         f"  per frame (perception + preview): {f(r['frame_ms'])} ms (median / p95)",
-        f"  frame to estimate: {f(r['end_to_end_ms'])} ms",
+        f"  frame to estimate: {f(r['end_to_end_ms'])} ms"
+        + (
+            f"; age of the perception a frame shows (a steady frame's repeated one): "
+            f"{f(r['perception_age_ms'])} ms"
+            if steady
+            else ""
+        ),
         f"  plan previews: {r['plan_preview_hz']} per second; "
         f"a full plan on request: {f(r['full_plan_ms'])} ms",
-        "  stages (median / p95 ms): "
-        + ", ".join(f"{k} {f(v)}" for k, v in r["stages_ms"].items() if k != "total"),
+        "  stages of the frames perceived in full, and a steady frame's test (median / p95 ms): "
+        + ", ".join(f"{k} {f(v)}" for k, v in r["stages_ms"].items()),
         "  plan (median of the previews, mm): "
         + ", ".join(f"{k} {v}" for k, v in r["plan_median_mm"].items()),
-        f"  peak memory (process): {r['peak_rss_mb']} MB",
     ]
+    if "plan_sd_mm" in r:
+        lines.append(
+            "  plan (standard deviation of the distinct previews, mm): "
+            + ", ".join(f"{k} {v}" for k, v in r["plan_sd_mm"].items())
+        )
+    if "cpu_cores" in r:
+        lines.append(
+            f"  CPU: {r['cpu_cores']} cores busy on average (the simulated camera's playback included)"
+        )
+    lines.append(f"  peak memory (process): {r['peak_rss_mb']} MB")
+    if r.get("move_ms", {}).get("not_confirmed"):
+        lines.append(
+            f"  the plan could not be confirmed, so no move was timed: {r['move_ms']['not_confirmed']}"
+        )
+    elif r.get("move_ms"):
+        moved = r["move_ms"]
+        lines.append(
+            "  the confirmed patient shifted 25 mm sideways: PATIENT_MOVING after "
+            f"{moved['PATIENT_MOVING']} ms, PATIENT_MOVED after {moved['PATIENT_MOVED']} ms"
+        )
     return "\n".join(lines)
 
 
@@ -217,6 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="S",
         help="shortest time between plan previews (serve's default 0.1 s)",
     )
+    parser.add_argument(
+        "--no-move",
+        action="store_true",
+        help="skip the end of each run: confirm, shift the patient 25 mm and time PATIENT_MOVED",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures (a list of runs)")
     args = parser.parse_args(argv)
     runs = benchmark_pipeline(
@@ -226,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames=args.frames,
         baseline=args.baseline,
         preview_interval_s=args.preview_interval,
+        move=not args.no_move,
     )
     for r in runs:
         print(format_run(r))

@@ -20,10 +20,13 @@ Convention: scanner frame (IEC 61217), mm; landmark names COCO-17 (patient's own
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import itertools
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,6 +77,7 @@ from positioning.perception.segmentation import (
 )
 from positioning.perception.state import PatientState
 from positioning.perception.status import NoTableError, PerceptionNote, PerceptionStatus, error_for_status
+from positioning.perception.steady import SteadySettings, depth_change, depth_sample
 from positioning.perception.table import (
     DEFAULT_TABLE_SETTINGS,
     TableEstimate,
@@ -98,6 +102,8 @@ __all__ = [
 ]
 
 DEFAULT_CORRECTION_PATH = resources.models_dir() / "landmark_correction.json"
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +241,13 @@ class PerceiverSettings:
             has at most this many pixels (0: ``stride`` always). Not a live default: every second pixel of
             a D455's 1280x720 moved the planned isocenter by 15 mm sideways and 13 mm vertically on the
             ``tilted-d455`` room (the isocenter's slice features depend on the points' density).
+        steady: a live stream's speed-up (None: off): a frame whose depth has not changed beyond the
+            sensor's noise since the last frame perceived in full (:mod:`~positioning.perception.steady`)
+            repeats that frame's state (``PatientState.repeats_frame_number``) instead of being perceived
+            again; a frame that has changed is perceived in full at once, and a still scene is perceived
+            in full again every ``steady.refresh_ms`` on a worker thread (the frames meanwhile repeat the
+            state before it). A state is repeated only when it is settled (not moving, tracked motion
+            below ``steady.settle_mm``). Needs ``track``.
         torch_threads: PyTorch's threads for the networks (process-wide; None: leave as loaded, 2). A
             live stream uses 1: the camera thread, the landmarks worker and the gRPC threads already share
             two cores, and two more threads per convolution only make them wait for each other.
@@ -258,12 +271,13 @@ class PerceiverSettings:
     landmarks_min_interval_ms: float = 150.0
     track_table_frames: int = 0
     max_pixels: int = 0
+    steady: SteadySettings | None = None
     torch_threads: int | None = None
 
     def baseline(self) -> PerceiverSettings:
         """These settings with every live speed-up off (``positioning bench pipeline --baseline``)."""
         return dataclasses.replace(
-            self, concurrent_landmarks=False, track_table_frames=0, max_pixels=0, torch_threads=2
+            self, concurrent_landmarks=False, track_table_frames=0, max_pixels=0, steady=None, torch_threads=2
         )
 
     def strides_for(self, shape: tuple[int, int]) -> tuple[int, int]:
@@ -312,6 +326,7 @@ def site_settings(
         segmentation=segmentation,
         concurrent_landmarks=live,
         track_table_frames=15 if live else 0,
+        steady=SteadySettings() if live else None,
         torch_threads=1 if live else None,
     )
 
@@ -371,6 +386,17 @@ class Perceiver:
         self._lm_previous_frame: float | None = None
         # table tracking: (table, frames kept, support points and their share on it when found)
         self._tracked_table: tuple[TableEstimate, int, int, float] | None = None
+        # steady frames: the state a still scene repeats, with its depth sample; full perceptions one at a
+        # time (the camera's thread or the refresh worker); the generation changes with every reset
+        self._steady: tuple[PatientState, np.ndarray] | None = None
+        self._full_lock = threading.Lock()
+        self._generation = 0
+        self._perceived = 0  # frames perceived in full since the last reset
+        #: stage timings (ms) of the latest frames perceived in full, on either thread (benchmarks: a
+        #: refresh's perception is never an estimate of its own)
+        self.full_timings_ms: collections.deque[dict[str, float]] = collections.deque(maxlen=512)
+        self._refresh_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._refreshing: concurrent.futures.Future | None = None
 
     def __enter__(self) -> Perceiver:
         return self
@@ -379,6 +405,9 @@ class Perceiver:
         self.close()
 
     def close(self) -> None:
+        if self._refresh_pool is not None:
+            self._refresh_pool.shutdown(wait=True, cancel_futures=True)
+            self._refresh_pool = None
         if self._lm_pool is not None:
             self._lm_pool.shutdown(wait=True, cancel_futures=True)
             self._lm_pool = None
@@ -388,7 +417,12 @@ class Perceiver:
                 close()
 
     def reset(self) -> None:
-        """Forget the stream (a new patient)."""
+        """Forget the stream (a new patient); waits for a refresh of the steady state in flight, whose
+        tracker update is the previous patient's."""
+        with self._full_lock:
+            self._reset()
+
+    def _reset(self) -> None:
         self.tracker.reset()
         self._held_table = None
         # a run in flight is of the previous patient: it finishes on the worker, its result is never used
@@ -396,10 +430,16 @@ class Perceiver:
         self._lm_newest = None
         self._lm_previous_frame = None
         self._tracked_table = None
+        self._generation += 1  # a refresh in flight is of the previous patient: never repeated
+        self._steady = None
+        self._perceived = 0
 
     def forget_table(self) -> None:
-        """Find the table afresh in the next frame (the console reported that the table moved)."""
+        """Find the table afresh in the next frame (the console reported that the table moved): no frame
+        repeats a perception from before (a refresh in flight included)."""
         self._tracked_table = None
+        self._generation += 1
+        self._steady = None
 
     @property
     def uses_scene(self) -> bool:
@@ -407,7 +447,87 @@ class Perceiver:
         return self.scene_net is not None and self.settings.landmarks in ("depth", "fused")
 
     def perceive(self, frame: RGBDFrame, calibration: Calibration) -> PatientState:
-        """One frame -> :class:`PatientState` (never raises for a frame without a patient: see ``status``)."""
+        """One frame -> :class:`PatientState` (never raises for a frame without a patient: see ``status``).
+
+        With ``settings.steady`` (a live stream), a frame whose depth has not changed since the last frame
+        perceived in full repeats that frame's state (see :class:`PerceiverSettings`)."""
+        st = self.settings.steady
+        if st is None or not self.settings.track:
+            state = self._perceive_full(frame, calibration)
+            self.full_timings_ms.append(dict(state.timings_ms))
+            return state
+        t0 = time.perf_counter()
+        sample = depth_sample(frame.depth_mm, st)
+        kept = self._steady
+        if kept is not None and kept[1].shape == sample.shape:
+            state, reference = kept
+            age_ms = float(frame.timestamp_ms) - float(state.timestamp_ms)
+            change = depth_change(reference, sample, st)
+            # a refresh that takes far longer than its period (a stalled worker) no longer covers for it
+            if change.steady and 0.0 < age_ms < 4.0 * st.refresh_ms:
+                if age_ms >= st.refresh_ms:
+                    self._refresh(frame, calibration, sample, since=state.steady_since_ms)
+                ms = 1000.0 * (time.perf_counter() - t0)
+                return dataclasses.replace(
+                    state,
+                    frame_number=frame.frame_number,
+                    timestamp_ms=frame.timestamp_ms,
+                    timings_ms={"steady": ms, "total": ms},
+                    repeats_frame_number=state.frame_number,
+                    repeats_timestamp_ms=state.timestamp_ms,
+                )
+        with self._full_lock:
+            generation = self._generation
+            state = self._perceive_full(frame, calibration)
+            self.full_timings_ms.append(dict(state.timings_ms))
+            self._keep_steady(state, sample, generation, since=None)
+        return state
+
+    def _keep_steady(
+        self, state: PatientState, sample: np.ndarray, generation: int, *, since: float | None
+    ) -> None:
+        """Keep ``state`` for the steady frames after it when it is settled (else perceive them in full);
+        ``since``: the start of the still stretch a refresh continues (None: a new one starts here)."""
+        st = self.settings.steady
+        assert st is not None
+        settled = state.status is not PerceptionStatus.NO_DEPTH and (
+            not state.landmarks_mm
+            or (not state.moving and np.isfinite(state.motion_mm) and state.motion_mm < st.settle_mm)
+        )
+        if generation == self._generation:
+            self._perceived += 1
+            settled = settled and self._perceived >= st.min_perceived
+            since = state.timestamp_ms if since is None else since
+            self._steady = (dataclasses.replace(state, steady_since_ms=since), sample) if settled else None
+
+    def _refresh(
+        self, frame: RGBDFrame, calibration: Calibration, sample: np.ndarray, *, since: float | None
+    ) -> None:
+        """Perceive ``frame`` in full on the refresh worker (unless one is in flight); its state becomes the
+        one the next steady frames repeat."""
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+        if self._refresh_pool is None:
+            self._refresh_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="refresh")
+        generation = self._generation
+
+        def job() -> None:
+            with self._full_lock:
+                if generation != self._generation:
+                    return
+                try:
+                    state = self._perceive_full(frame, calibration)
+                except Exception:  # the next changed frame is perceived on the camera's thread and says
+                    _log.exception("refreshing the steady state on frame %s failed", frame.frame_number)
+                    self._steady = None
+                    return
+                self.full_timings_ms.append(dict(state.timings_ms))
+                self._keep_steady(state, sample, generation, since=since)
+
+        self._refreshing = self._refresh_pool.submit(job)
+
+    def _perceive_full(self, frame: RGBDFrame, calibration: Calibration) -> PatientState:
+        """:meth:`perceive` of one frame on its own (with the tracker and the live speed-ups)."""
         s = self.settings
         t = {"start": time.perf_counter()}
         base = {"frame_number": frame.frame_number, "timestamp_ms": frame.timestamp_ms}

@@ -59,6 +59,14 @@ class PatientState:
             goes on out of view; :func:`~positioning.perception.segmentation.view_cut_ends_mm`); empty when
             the body is seen whole along the table.
         scene: the scene network's output (for overlays and checks), or None.
+        repeats_frame_number: a live stream's steady frame: the frame whose perception this state repeats
+            (its depth has not changed since beyond the sensor's noise; ``frame_number`` and
+            ``timestamp_ms`` are this frame's); None: perceived from this frame.
+        repeats_timestamp_ms: that frame's timestamp (frame numbers recur in a looped recording; the
+            timestamps do not), None with ``repeats_frame_number``.
+        steady_since_ms: a live stream's steady frame: the timestamp of the first frame of the still
+            stretch it belongs to (each frame perceived in full since was steady against the one before,
+            so any of their perceptions stands for this frame); None otherwise.
     """
 
     status: PerceptionStatus
@@ -88,6 +96,14 @@ class PatientState:
     covered_share: np.ndarray | None = None
     view_cut_ends_mm: tuple[float, ...] = ()
     scene: Any = None
+    repeats_frame_number: int | None = None
+    repeats_timestamp_ms: float | None = None
+    steady_since_ms: float | None = None
+
+    @property
+    def perceived_timestamp_ms(self) -> float:
+        """The timestamp of the frame this state was perceived from (a steady frame's repeated one)."""
+        return self.timestamp_ms if self.repeats_timestamp_ms is None else self.repeats_timestamp_ms
 
     @property
     def has_patient(self) -> bool:

@@ -178,6 +178,10 @@ def estimate_message(session_id: str, estimate: Any, *, preview: Any | None, cam
         frame_received_monotonic_ns=int(estimate.frame.received_ns),
         frame_received_unix_ms=unix_ms_of_monotonic_ns(estimate.frame.received_ns),
     )
+    repeats = getattr(estimate.state, "repeats_frame_number", None)
+    if repeats is not None:
+        msg.repeats_frame_number = int(repeats)
+        msg.repeats_frame_timestamp_ms = float(estimate.state.repeats_timestamp_ms)
     if preview is not None:
         msg.preview.CopyFrom(plan_message(preview))
     return msg

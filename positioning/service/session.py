@@ -271,7 +271,9 @@ class Session:
         self._calibration_frames: list[Any] = []
         self._calibration_attempts = 0
         self._calibration_unmeasured = False
-        self._last_preview_s: float | None = None
+        # when the next preview is due (monotonic s): on a fixed cadence, so that frames arriving every
+        # 33 ms give 10 previews a second at a 0.1 s interval, not one every fourth frame (7.5 a second)
+        self._next_preview_s: float | None = None
         self._preview_pool = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="preview")
             if concurrent_preview
@@ -279,6 +281,9 @@ class Session:
         )
         self._preview_running: concurrent.futures.Future | None = None
         self._preview_fresh: Any | None = None  # finished on the worker, not yet on an estimate
+        # the frame whose perception the latest preview was planned from, and the confirmation it was against
+        self._preview_of: tuple[float, ConfirmedPlan | None] | None = None
+        self._judged: Any | None = None  # the latest preview judged against the confirmation
         # the confirmation and the judging of previews against it (the preview worker and confirm); never
         # held while waiting for _lock
         self._watch_lock = threading.Lock()
@@ -310,6 +315,7 @@ class Session:
             self._calibration_baseline is not None
             and self.calibration_check is None
             and state.table is not None
+            and getattr(state, "repeats_frame_number", None) is None  # a table measured in this frame
         ):
             self._check_calibration(frame, state)
         preview = None
@@ -318,19 +324,32 @@ class Session:
             self.confirmed is not None
             or (
                 self.preview_interval_s is not None
-                and (self._last_preview_s is None or now - self._last_preview_s >= self.preview_interval_s)
+                and (self._next_preview_s is None or now >= self._next_preview_s)
             )
         )
-        if due and self._preview_pool is None:
+        # a steady frame: the latest preview, planned from a perception of the same still scene, is its
+        # plan; a newer perception (a refresh) is planned as well when the planner is free
+        repeated = self._repeated_preview(state) if due else None
+        with self._cond:
+            of = self._preview_of
+        newer = repeated is None or (of is not None and of[0] < _perceived_frame(state))
+        planned = False
+        if due and newer and self._preview_pool is None:
             preview = self._make_plan(state, confirmed=self.confirmed)
-            self._last_preview_s = now
-            self.latest_preview = preview
-        elif due and (self._preview_running is None or self._preview_running.done()):
-            self._last_preview_s = now
+            planned = True
+            with self._cond:
+                self.latest_preview = preview
+                self._preview_of = (_perceived_frame(state), self.confirmed)
+        elif due and newer and (self._preview_running is None or self._preview_running.done()):
             self._preview_running = self._preview_pool.submit(self._preview_job, state, self.confirmed)
+            planned = True
+        if due and (planned or repeated is not None):
+            self._preview_taken(now)
         if self._preview_pool is not None:
             with self._cond:
                 preview, self._preview_fresh = self._preview_fresh, None
+        if preview is None and due:
+            preview = repeated
         processing_ms = (time.perf_counter() - t0) * 1000.0
         latency_ms = (time.monotonic_ns() - frame.received_ns) / 1e6 if frame.received_ns else float("nan")
         estimate = Estimate(
@@ -344,6 +363,28 @@ class Session:
             with self._watch_lock:
                 self._watch_preview(state, preview)
         return estimate
+
+    def _preview_taken(self, now: float) -> None:
+        """Schedule the next preview one interval after this one's slot (after ``now`` when late by more
+        than an interval: a stalled camera does not owe previews)."""
+        if self.preview_interval_s is None:
+            return
+        slot = self._next_preview_s
+        if slot is None or now - slot >= self.preview_interval_s:
+            slot = now
+        self._next_preview_s = slot + self.preview_interval_s
+
+    def _repeated_preview(self, state: Any) -> Any | None:
+        """The latest preview when ``state`` is a live stream's steady frame and that preview was planned,
+        against the same confirmation, from a perception of the same still stretch
+        (``PatientState.steady_since_ms``: the scene has not changed beyond the sensor's noise since);
+        else None."""
+        since = getattr(state, "steady_since_ms", None)
+        with self._cond:
+            of = self._preview_of
+            if since is None or of is None or of[0] < since or of[1] is not self.confirmed:
+                return None
+            return self.latest_preview
 
     def _preview_job(self, state: Any, confirmed: ConfirmedPlan | None) -> None:
         """A preview on the worker thread (``concurrent_preview``), against the confirmation of its frame."""
@@ -359,6 +400,7 @@ class Session:
                 if self._closed:
                     return
                 self.latest_preview = preview
+                self._preview_of = (_perceived_frame(state), confirmed)
                 self._preview_fresh = preview
             try:
                 self._watch_preview(state, preview)
@@ -615,8 +657,9 @@ class Session:
     def _watch_preview(self, state: Any, preview: Any | None) -> None:
         """Events of a preview after confirmation: the patient moved, the plan no longer valid."""
         t, n = state.timestamp_ms, state.frame_number
-        if self.confirmed is None or preview is None:
-            return
+        if self.confirmed is None or preview is None or preview is self._judged:
+            return  # a preview repeated on a steady frame is not a new plan: judged once
+        self._judged = preview
         moved = next((c for c in preview.checks if str(c.code) == "PATIENT_MOVED"), None)
         # a move is an event once it holds over MOVED_FRAMES consecutive plans: one frame's landmark
         # jitter (seen: 11.7 mm along the table on a still patient, depth-only landmarks) is not a move
@@ -678,3 +721,9 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _perceived_frame(state: Any) -> float:
+    """The timestamp of the frame a state was perceived from (a steady frame's repeated one)."""
+    repeats = getattr(state, "repeats_timestamp_ms", None)
+    return float(state.timestamp_ms if repeats is None else repeats)

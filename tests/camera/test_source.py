@@ -127,13 +127,34 @@ def test_real_time_playback_keeps_the_recorded_rate(tmp_path):
     assert elapsed > 0.6  # not as fast as it can be read
 
 
+def test_a_slow_reader_of_real_time_playback_gets_the_newest_frame(tmp_path):
+    # the playback runs on its own thread, as a live camera's: a reader that falls behind misses frames
+    # and gets the newest one at once, with the colour that belongs to it
+    rec = _recording(tmp_path / "f.db3", 60)
+    with open_source(rec, real_time=True) as opened:
+        source = opened.source
+        first = source.read()
+        time.sleep(0.5)  # about 15 frames fall due meanwhile
+        second = source.read()
+        third = source.read()
+    ahead = int(second.depth_mm[0, 0]) - int(first.depth_mm[0, 0])
+    assert ahead >= 5 and source.frames_skipped >= 4
+    assert int(second.color_rgb[0, 0, 0]) == int(second.depth_mm[0, 0]) - 800  # depth and colour of one frame
+    assert third.timestamp_ms > second.timestamp_ms > first.timestamp_ms
+    assert int(third.depth_mm[0, 0]) > int(second.depth_mm[0, 0])
+
+
 def test_a_looped_recording_keeps_time_moving_forward(tmp_path):
     rec = _recording(tmp_path / "e.db3", 4)
     with open_source(rec, loop=True) as opened:
         frames = list(opened.source.frames(10))
     assert len(frames) == 10
     values = [int(f.depth_mm[0, 0]) for f in frames]
-    # it starts again (pyrealsense2 may repeat a frame where the loop closes)
-    assert values[:4] == [800, 801, 802, 803] and set(values) == {800, 801, 802, 803} and 800 in values[4:]
+    # it starts again and plays a whole pass in order. Not necessarily the first pass: under load
+    # pyrealsense2's playback now and then delivers the last frame four times at the very start
+    # (2026-12-08, a busy process beside it: 1 of 40 opens with our looping, 3 of 80 with the code before
+    # it; none in 370 later tries)
+    later = ",".join(map(str, values[4:]))
+    assert set(values) == {800, 801, 802, 803} and "800,801,802,803" in later
     stamps = [f.timestamp_ms for f in frames]
     assert all(b > a for a, b in itertools.pairwise(stamps))

@@ -279,9 +279,18 @@ def test_pipeline_serve_and_tablet_headlines_from_documents_their_modules_print(
     runs = [_pipeline_run(True, 7.0), _pipeline_run(False, 13.2)]
     assert all("frames per second" in format_run(r) for r in runs)
     figures = bench_all.pipeline_headline(runs)  # --baseline writes both: the run is the last
-    assert figures[0] == Figure("frames perceived (of 30.0 offered)", 13.2, None, "frames/s")
+    assert figures[0] == Figure("frames given a state (of 30.0 offered)", 13.2, None, "frames/s")
     assert figures[1] == Figure("per frame (perception + preview)", 63.0, 82.0, "ms")
     assert bench_all.pipeline_headline(runs[0])[0].median == 7.0
+    steady = {
+        **runs[1], "processed_fps": 30.0, "perceived_in_full_fps": 3.8, "repeated_share": 0.97,
+        "perception_age_ms": {"median": 180.0, "p95": 400.0}, "cpu_cores": 1.5,
+        "plan_sd_mm": {"isocenter_z": 1.4}, "move_ms": {"PATIENT_MOVING": 350.0, "PATIENT_MOVED": 900.0},
+    }  # fmt: skip
+    names = [f.name for f in bench_all.pipeline_headline(steady)]
+    assert names[1] == "frames perceived in full" and names[-1] == "age of the perception a frame shows"
+    text = format_run(steady)
+    assert "97 % steady frames" in text and "PATIENT_MOVED after 900.0 ms" in text
 
     serve = {
         "landmarks": "fused", "seconds": 5.0, "peak_rss_mb": 641.5,

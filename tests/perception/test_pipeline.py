@@ -283,10 +283,10 @@ def test_live_settings_turn_the_speed_ups_on_and_the_baseline_off():
     from positioning.perception.pipeline import site_settings
 
     live = site_settings("fused", live=True)
-    assert live.concurrent_landmarks and live.torch_threads == 1
-    assert not site_settings("fused").concurrent_landmarks
+    assert live.concurrent_landmarks and live.torch_threads == 1 and live.steady is not None
+    assert not site_settings("fused").concurrent_landmarks and site_settings("fused").steady is None
     base = live.baseline()
-    assert not base.concurrent_landmarks and base.torch_threads == 2
+    assert not base.concurrent_landmarks and base.torch_threads == 2 and base.steady is None
 
 
 @needs_scene_net
@@ -361,3 +361,51 @@ def test_a_new_patient_never_gets_the_previous_patients_landmarks(sim_frame):
     assert state.patient_position == alone.patient_position
     for name in ("left_shoulder", "right_hip", "nose"):
         np.testing.assert_allclose(state.landmark(name), alone.landmark(name), atol=1e-3)
+
+
+@needs_scene_net
+def test_steady_frames_repeat_the_last_perception_until_the_scene_changes(sim_frame):
+    import dataclasses
+
+    from positioning.perception.steady import SteadySettings
+
+    still = [sim_frame("hfs-arms-up", 0, i) for i in range(3)]
+    cal = still[0].calibration
+    spec = sample_session("hfs-arms-up", seed=0)
+    shifted = SimulatedSession(dataclasses.replace(spec, shift_at_frame=0, shift_mm=(25.0, 15.0, 0.0)))
+    moved = shifted.frame(1)[0]
+
+    def at(frame, t_ms: float):
+        return dataclasses.replace(frame, timestamp_ms=t_ms, frame_number=int(t_ms // 33))
+
+    settings = PerceiverSettings(landmarks="fused", steady=SteadySettings(refresh_ms=250.0))
+    with Perceiver(settings=settings) as p:
+        # 100 ms apart: the first five frames are perceived in full (the tracker settles over them)
+        first = [p.perceive(at(still[i % 3].frame, 100.0 * i), cal) for i in range(5)]
+        assert all(s.repeats_frame_number is None for s in first)
+        key = first[-1]
+        assert not key.moving and key.motion_mm < 10.0
+        # within the refresh period: the next frames repeat the last perception
+        t = key.timestamp_ms
+        repeats = [p.perceive(at(still[i % 3].frame, t + 33.0 * (i + 1)), cal) for i in range(3)]
+        for r in repeats:
+            assert r.repeats_timestamp_ms == key.timestamp_ms and r.repeats_frame_number == key.frame_number
+            assert set(r.timings_ms) == {"steady", "total"}
+            assert r.landmarks_mm is key.landmarks_mm and r.patient_position == key.patient_position
+            assert r.steady_since_ms is not None and r.steady_since_ms <= key.timestamp_ms
+        assert repeats[-1].timestamp_ms == t + 99.0  # the frame's own time, not the repeated one's
+        # past the refresh period: still a repeat, and the frame is perceived in full on the worker
+        late = p.perceive(at(still[0].frame, t + 300.0), cal)
+        assert late.repeats_timestamp_ms == key.timestamp_ms
+        p._refreshing.result(timeout=60)
+        after = p.perceive(at(still[1].frame, t + 333.0), cal)
+        assert after.repeats_timestamp_ms == t + 300.0  # the refreshed perception is the one repeated
+        assert after.steady_since_ms == repeats[0].steady_since_ms  # the same still stretch
+        # the patient shifted: perceived in full at once, a new stretch
+        shift = p.perceive(at(moved, t + 366.0), cal)
+        assert shift.repeats_frame_number is None and "scene" in shift.timings_ms
+        assert shift.steady_since_ms is None
+        # a new patient: nothing of the previous one is repeated
+        p.reset()
+        fresh = p.perceive(at(still[2].frame, t + 400.0), cal)
+        assert fresh.repeats_frame_number is None

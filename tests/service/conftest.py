@@ -12,6 +12,7 @@ import pytest
 from positioning.camera.source import OpenedSource, SourceSpec
 from positioning.frames import Calibration
 from positioning.perception.pipeline import PerceiverSettings
+from positioning.perception.steady import SteadySettings
 from positioning.service.client import Client
 from positioning.service.hub import CameraHub
 from positioning.service.server import Server, ServerSettings
@@ -44,8 +45,14 @@ def _make(
     )
     hub = CameraHub(
         opened,
-        # live: the camera's speed-ups of positioning serve (concurrent landmarks and previews)
-        perceiver_settings=PerceiverSettings(landmarks=landmarks, concurrent_landmarks=live),
+        # live: the camera's speed-ups of positioning serve (concurrent landmarks and previews, the tracked
+        # table, steady frames; not its one PyTorch thread, which is process-wide)
+        perceiver_settings=PerceiverSettings(
+            landmarks=landmarks,
+            concurrent_landmarks=live,
+            track_table_frames=15 if live else 0,
+            steady=SteadySettings() if live else None,
+        ),
         preview_interval_s=0.0,
         concurrent_preview=live,
         on_session_started=None

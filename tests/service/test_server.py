@@ -322,3 +322,25 @@ def test_a_stream_ends_with_unavailable_when_the_server_stops(make_server):
         with pytest.raises(grpc.RpcError) as e:
             list(events)
         assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
+def test_a_live_streams_steady_frames_say_which_perception_they_repeat(make_server):
+    # as positioning serve runs it: a still patient's frames repeat the last perception in full, and the
+    # estimate says so (repeats_frame_number), with the preview of that still scene
+    server = make_server(landmarks="depth", live=True)
+    with Client(server.address) as c:
+        sid = c.start_session("chest").session_id
+        stream = c.watch(sid, timeout_s=60)
+        seen = []
+        for estimate in stream:
+            seen.append(estimate)
+            if estimate.HasField("repeats_frame_number"):
+                break
+        stream.cancel()
+    repeat = seen[-1]
+    assert (
+        repeat.HasField("repeats_frame_number")
+        and repeat.repeats_frame_timestamp_ms < repeat.frame_timestamp_ms
+    )
+    assert not seen[0].HasField("repeats_frame_number")  # the first frame is perceived in full
+    assert repeat.state.status == "OK"

@@ -189,3 +189,35 @@ def test_concurrent_previews_judge_motion_and_never_outlive_a_reconfirmation(cli
         # a preview planned against the first confirmation that finishes only now is neither shown nor judged
         s._preview_job(state, first)
         assert s.latest_preview is shown and len(s.events) == n_events and s._preview_fresh is None
+
+
+def test_steady_frames_carry_the_stretchs_plan_and_a_move_is_still_one_event(clips):
+    """A live stream's steady frames (``PerceiverSettings.steady``) repeat a perception: their preview is
+    the plan of the same still scene, judged once after confirmation; the patient's move is perceived in
+    full and gives one PATIENT_MOVED."""
+    import dataclasses
+
+    from positioning.perception.pipeline import PerceiverSettings
+    from positioning.perception.steady import SteadySettings
+
+    def stream(frames, start_ms: float, n: int):
+        return [
+            dataclasses.replace(frames[i % len(frames)], timestamp_ms=start_ms + 33.3 * i) for i in range(n)
+        ]
+
+    settings = PerceiverSettings(steady=SteadySettings(refresh_ms=10_000.0))  # no refresh: deterministic
+    with Perceiver(settings=settings) as perceiver, _session(clips, perceiver, expected_position="HFS") as s:
+        estimates = [s.process(f) for f in stream(clips["still"], 0.0, 12)]
+        steady = [e for e in estimates if e.state.repeats_frame_number is not None]
+        assert len(steady) >= 5  # after the five frames the tracker settles over
+        for e in steady:
+            assert e.preview is s.latest_preview  # the plan of the repeated perception, not planned again
+        decision = s.confirm("rt.jones")
+        after = [s.process(f) for f in stream(clips["still"], 400.0, 6)]
+        assert all(e.state.repeats_frame_number is not None for e in after)
+        assert after[-1].preview is not None and after[-1].preview is not decision.plan
+        assert s.events == []
+        moved = [s.process(f) for f in stream(clips["moved"], 600.0, 12)]
+        assert moved[0].state.repeats_frame_number is None  # the scene changed: perceived in full
+        events = [e for e in s.events if e.kind == "PATIENT_MOVED"]
+        assert len(events) == 1 and events[0].details["sideways"] == pytest.approx(25.0, abs=8.0)
