@@ -309,8 +309,14 @@ class RealSenseSource(FrameReader):
                     raise self._error(f"{self._label}: no frame within {self._timeout_s:g} s")
                 self._slot_cond.wait(remaining)
             if self._slot is None:
-                assert self._pace_end is not None
-                raise self._pace_end
+                end = self._pace_end
+                assert end is not None
+                if isinstance(end, StopIteration):
+                    raise StopIteration  # the recording has ended: every later read says so
+                # an error: said once (a fresh exception, not the stored one again), and the next read
+                # starts the playback's thread again, as a read of the camera's own thread would retry
+                self._pace_end, self._pacer = None, None
+                raise type(end)(str(end)) from end
             frame, self._slot = self._slot, None
         return frame
 
@@ -454,6 +460,9 @@ class RealSenseSource(FrameReader):
         if self._running:
             self._running = False
             self._closing.set()
+            with self._slot_cond:  # a reader waiting for a frame hears of it at once
+                self._pace_end = ValueError(f"{self._label} is closed")
+                self._slot_cond.notify_all()
             if self._pacer is not None:
                 # it notices within one poll (50 ms), or once a restart of the playback returns
                 self._pacer.join(timeout=10.0)

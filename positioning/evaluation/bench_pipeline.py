@@ -90,10 +90,15 @@ def _plan_medians(previews: Sequence[dict[str, float]]) -> dict[str, float | Non
     return {k: median_p95([p[k] for p in previews])["median"] for k in _PLAN_KEYS}
 
 
+def _distinct(previews: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    """The previews with different figures (a repeated preview once)."""
+    return list({tuple(p[k] for k in _PLAN_KEYS): p for p in previews}.values())
+
+
 def _plan_spread(previews: Sequence[dict[str, float]]) -> dict[str, float | None]:
     """The previews' standard deviation of each figure (how much the plan shown jitters on a still
     patient), over the distinct previews (a steady frame's repeated preview counted once)."""
-    distinct = list({tuple(p[k] for k in _PLAN_KEYS): p for p in previews}.values())
+    distinct = _distinct(previews)
     out: dict[str, float | None] = {}
     for k in _PLAN_KEYS:
         values = np.asarray([p[k] for p in distinct], dtype=np.float64)
@@ -223,6 +228,8 @@ def _run(
         "perception_age_ms": median_p95([e.age_ms for e in estimates]),
         "end_to_end_ms": median_p95([e.latency_ms for e in estimates]),
         "plan_preview_hz": round(sum(e.plan is not None for e in estimates) / elapsed, 1),
+        # previews planned anew (a steady frame's repeated preview counted once)
+        "distinct_plan_preview_hz": round(len(_distinct(previews)) / elapsed, 1),
         "full_plan_ms": median_p95(plan_ms),
         "stages_ms": stages,
         "move_ms": moved_ms,
@@ -290,8 +297,9 @@ def format_run(r: dict[str, Any]) -> str:
             if steady
             else ""
         ),
-        f"  plan previews: {r['plan_preview_hz']} per second; "
-        f"a full plan on request: {f(r['full_plan_ms'])} ms",
+        f"  plan previews: {r['plan_preview_hz']} per second"
+        + (f" ({r['distinct_plan_preview_hz']} planned anew)" if "distinct_plan_preview_hz" in r else "")
+        + f"; a full plan on request: {f(r['full_plan_ms'])} ms",
         "  stages of the frames perceived in full, and a steady frame's test (median / p95 ms): "
         + ", ".join(f"{k} {f(v)}" for k, v in r["stages_ms"].items()),
         "  plan (median of the previews, mm): "

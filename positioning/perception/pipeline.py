@@ -244,10 +244,11 @@ class PerceiverSettings:
         steady: a live stream's speed-up (None: off): a frame whose depth has not changed beyond the
             sensor's noise since the last frame perceived in full (:mod:`~positioning.perception.steady`)
             repeats that frame's state (``PatientState.repeats_frame_number``) instead of being perceived
-            again; a frame that has changed is perceived in full at once, and a still scene is perceived
-            in full again every ``steady.refresh_ms`` on a worker thread (the frames meanwhile repeat the
-            state before it). A state is repeated only when it is settled (not moving, tracked motion
-            below ``steady.settle_mm``). Needs ``track``.
+            again; a frame that has changed is perceived in full at once (after a refresh in flight), and
+            a still scene is perceived in full again on a worker thread when its last perception is
+            ``steady.refresh_ms`` old (frame time) and half that has passed since the last refresh ended
+            (the frames meanwhile repeat the state before it). A state is repeated only when it is
+            settled (not moving, tracked motion below ``steady.settle_mm``). Needs ``track``.
         torch_threads: PyTorch's threads for the networks (process-wide; None: leave as loaded, 2). A
             live stream uses 1: the camera thread, the landmarks worker and the gRPC threads already share
             two cores, and two more threads per convolution only make them wait for each other.
@@ -397,6 +398,8 @@ class Perceiver:
         self.full_timings_ms: collections.deque[dict[str, float]] = collections.deque(maxlen=512)
         self._refresh_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._refreshing: concurrent.futures.Future | None = None
+        self._refreshed_at = 0.0  # monotonic s when the last refresh finished
+        self._full_count = 0  # frames perceived in full (a refresh overtaken by a newer one is dropped)
 
     def __enter__(self) -> Perceiver:
         return self
@@ -436,10 +439,11 @@ class Perceiver:
 
     def forget_table(self) -> None:
         """Find the table afresh in the next frame (the console reported that the table moved): no frame
-        repeats a perception from before (a refresh in flight included)."""
-        self._tracked_table = None
-        self._generation += 1
-        self._steady = None
+        repeats a perception from before (waits for a refresh in flight, whose table is the old one)."""
+        with self._full_lock:
+            self._tracked_table = None
+            self._generation += 1
+            self._steady = None
 
     @property
     def uses_scene(self) -> bool:
@@ -465,7 +469,10 @@ class Perceiver:
             change = depth_change(reference, sample, st)
             # a refresh that takes far longer than its period (a stalled worker) no longer covers for it
             if change.steady and 0.0 < age_ms < 4.0 * st.refresh_ms:
-                if age_ms >= st.refresh_ms:
+                # due by frame time, and never back to back when a perception takes longer than the
+                # period: half a period's rest after the last refresh leaves the cores to changed frames
+                rested = time.monotonic() - self._refreshed_at >= 0.5e-3 * st.refresh_ms
+                if age_ms >= st.refresh_ms and rested:
                     self._refresh(frame, calibration, sample, since=state.steady_since_ms)
                 ms = 1000.0 * (time.perf_counter() - t0)
                 return dataclasses.replace(
@@ -479,6 +486,7 @@ class Perceiver:
         with self._full_lock:
             generation = self._generation
             state = self._perceive_full(frame, calibration)
+            self._full_count += 1
             self.full_timings_ms.append(dict(state.timings_ms))
             self._keep_steady(state, sample, generation, since=None)
         return state
@@ -509,11 +517,13 @@ class Perceiver:
             return
         if self._refresh_pool is None:
             self._refresh_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="refresh")
-        generation = self._generation
+        generation, count = self._generation, self._full_count
 
         def job() -> None:
             with self._full_lock:
-                if generation != self._generation:
+                # a new patient, a table move or a newer frame perceived in full since: this frame is
+                # older than what the tracker has seen
+                if generation != self._generation or count != self._full_count:
                     return
                 try:
                     state = self._perceive_full(frame, calibration)
@@ -521,6 +531,9 @@ class Perceiver:
                     _log.exception("refreshing the steady state on frame %s failed", frame.frame_number)
                     self._steady = None
                     return
+                finally:
+                    self._refreshed_at = time.monotonic()
+                self._full_count += 1
                 self.full_timings_ms.append(dict(state.timings_ms))
                 self._keep_steady(state, sample, generation, since=since)
 

@@ -208,14 +208,17 @@ class Session:
             owns its tracker and resets it at the start.
         perceiver_settings: settings for a new perceiver.
         plan_settings: planning settings (table limits, checks, model files).
-        preview_interval_s: shortest time between plan previews (None: no previews; :meth:`plan` still
-            plans on request).
+        preview_interval_s: the plan previews' cadence: one is due every this many seconds on a fixed
+            grid (a late frame takes its slot, the next stays on the grid), so two can come closer than
+            this (None: no previews; :meth:`plan` still plans on request). A steady frame's preview
+            (``PatientState.steady_since_ms``) is the latest one planned from a perception of the same
+            still scene.
         session_id: the session's identity (default: a new UUID).
         concurrent_preview: a live stream's speed-up: previews are planned on a worker thread while the
             camera's thread goes on to the next frame; an estimate carries the preview finished since the
-            one before (None otherwise), and motion since confirmation is judged on each preview as it
-            finishes. Off (every preview planned on its own frame, before the estimate returns) for
-            recordings and evaluation.
+            one before, or a steady frame's repeated one when due (None otherwise), and motion since
+            confirmation is judged on each preview as it finishes. Off (every preview planned on its own
+            frame, before the estimate returns) for recordings and evaluation.
         calibration_baseline_deg: the room file's table-plane baseline ``(tilt, roll)``: the session checks
             the calibration on its first frames with a table (None: no check, as for a calibration not made
             by `positioning calibrate`).
@@ -315,9 +318,11 @@ class Session:
             self._calibration_baseline is not None
             and self.calibration_check is None
             and state.table is not None
-            and getattr(state, "repeats_frame_number", None) is None  # a table measured in this frame
         ):
-            self._check_calibration(frame, state)
+            # a steady frame's table was measured in an earlier frame: it counts as an attempt, not a measure
+            self._check_calibration(
+                frame, state, measure=getattr(state, "repeats_frame_number", None) is None
+            )
         preview = None
         now = time.monotonic()
         due = self.protocol is not None and (
@@ -382,9 +387,10 @@ class Session:
         since = getattr(state, "steady_since_ms", None)
         with self._cond:
             of = self._preview_of
-            if since is None or of is None or of[0] < since or of[1] is not self.confirmed:
+            # within the stretch: not before its start, nor after this perception (time went backwards)
+            if since is None or of is None or not since <= of[0] <= _perceived_frame(state):
                 return None
-            return self.latest_preview
+            return self.latest_preview if of[1] is self.confirmed else None
 
     def _preview_job(self, state: Any, confirmed: ConfirmedPlan | None) -> None:
         """A preview on the worker thread (``concurrent_preview``), against the confirmation of its frame."""
@@ -418,7 +424,7 @@ class Session:
         return not self._camera_lost
 
     # -- planning ----------------------------------------------------------------------------------
-    def _check_calibration(self, frame: RGBDFrame, state: Any) -> None:
+    def _check_calibration(self, frame: RGBDFrame, state: Any, *, measure: bool = True) -> None:
         """The daily check's table form on the session's first frames with a table (the median of
         :data:`CALIBRATION_CHECK_FRAMES`): the table plane's tilt
         and roll against the room file's baseline (the patient on the table hides what yaw and lateral
@@ -427,10 +433,11 @@ class Session:
         from positioning.calibration.check import angle_uncertainties, drift_from_table, table_points_mm
 
         self._calibration_attempts += 1
-        pts = table_points_mm(frame, self.calibration, state.table)
-        report = drift_from_table(state.table, pts, plane_only=True)
-        if np.isfinite(report.tilt_deg) and np.isfinite(report.roll_deg):
-            self._calibration_frames.append(report)
+        if measure:
+            pts = table_points_mm(frame, self.calibration, state.table)
+            report = drift_from_table(state.table, pts, plane_only=True)
+            if np.isfinite(report.tilt_deg) and np.isfinite(report.roll_deg):
+                self._calibration_frames.append(report)
         if len(self._calibration_frames) < CALIBRATION_CHECK_FRAMES:
             if self._calibration_attempts >= CALIBRATION_CHECK_ATTEMPTS and not self._calibration_unmeasured:
                 self._calibration_unmeasured = True

@@ -212,12 +212,20 @@ def test_steady_frames_carry_the_stretchs_plan_and_a_move_is_still_one_event(cli
         assert len(steady) >= 5  # after the five frames the tracker settles over
         for e in steady:
             assert e.preview is s.latest_preview  # the plan of the repeated perception, not planned again
+        before = s.latest_preview
         decision = s.confirm("rt.jones")
         after = [s.process(f) for f in stream(clips["still"], 400.0, 6)]
         assert all(e.state.repeats_frame_number is not None for e in after)
-        assert after[-1].preview is not None and after[-1].preview is not decision.plan
+        # planned again against the confirmation (the plan before it is not reused), then repeated
+        assert after[0].preview is not before and s._preview_of[1] is decision
+        assert all(e.preview is after[0].preview for e in after)
         assert s.events == []
         moved = [s.process(f) for f in stream(clips["moved"], 600.0, 12)]
         assert moved[0].state.repeats_frame_number is None  # the scene changed: perceived in full
         events = [e for e in s.events if e.kind == "PATIENT_MOVED"]
         assert len(events) == 1 and events[0].details["sideways"] == pytest.approx(25.0, abs=8.0)
+        # a preview repeated on a steady frame is one plan: judged once, so it never counts as three
+        run = s._moved_run
+        s._watch_preview(s.latest.state, s.latest_preview)
+        s._watch_preview(s.latest.state, s.latest_preview)
+        assert s._moved_run == run
