@@ -15,7 +15,9 @@ def test_a_short_run_and_its_baseline(tmp_path, monkeypatch, torch_threads_resto
     base, live = benchmark_pipeline(seconds=3.0, landmarks="depth", frames=3, baseline=True, warmup_s=1.0)
     assert base["baseline"] and not live["baseline"]
     for r in (base, live):
-        assert 20.0 <= r["offered_fps"] <= 40.0  # the camera's 30 frames/s, read or skipped
+        # the camera's 30 frames/s, read or skipped; the simulated camera's own decoding (about 18 ms of
+        # CPU a frame) slows when perception takes both cores: 19.7 seen in a full test run, 28-31 alone
+        assert 12.0 <= r["offered_fps"] <= 40.0
         assert 0.0 < r["processed_fps"] <= r["offered_fps"]
         assert r["frame_ms"]["median"] > 0 and r["frame_ms"]["p95"] >= r["frame_ms"]["median"]
         assert {"scene", "segmentation", "profile", "total"} <= set(r["stages_ms"])
