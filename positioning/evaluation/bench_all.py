@@ -308,6 +308,8 @@ class Outcome:
         figures: its headline figures (empty unless ``ok``).
         error: the last line of its error (``failed``), or why it did not run (``skipped``).
         command: the command that ran, as a user would type it.
+        log_tail: the last lines of its error output when it failed (the last line alone rarely says
+            which step failed: a browser's "- waiting 500ms").
     """
 
     name: str
@@ -316,6 +318,7 @@ class Outcome:
     figures: tuple[Figure, ...] = ()
     error: str | None = None
     command: str = ""
+    log_tail: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -352,8 +355,11 @@ def run_bench(bench: Bench) -> Outcome:
     if bench.unavailable is not None and (why := bench.unavailable()):
         return Outcome(bench.name, "skipped", 0.0, error=why, command=shown)
 
-    def failed(error: str) -> Outcome:
-        return Outcome(bench.name, "failed", time.perf_counter() - t0, error=error, command=shown)
+    def failed(error: str, log: str = "") -> Outcome:
+        tail = "\n".join(log.replace("\r", "\n").splitlines()[-25:])
+        return Outcome(
+            bench.name, "failed", time.perf_counter() - t0, error=error, command=shown, log_tail=tail
+        )
 
     with tempfile.TemporaryDirectory(prefix=f"bench-{bench.name}-") as tmp:
         json_path = Path(tmp) / f"{bench.name}.json"
@@ -375,7 +381,7 @@ def run_bench(bench: Bench) -> Outcome:
             _kill_group(proc)
             raise
         if proc.returncode != 0:
-            return failed(_last_line(err, out) or f"exit status {proc.returncode}")
+            return failed(_last_line(err, out) or f"exit status {proc.returncode}", err or out)
         try:
             text = out if bench.json_on_stdout else json_path.read_text()
             figures = tuple(bench.headline(json.loads(text)))

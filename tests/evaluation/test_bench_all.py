@@ -155,6 +155,12 @@ def test_all_ok_or_skipped_exits_0(capsys):
     assert re.search(r"^skipped +skipped: not here$", capsys.readouterr().out, re.M)
 
 
+def test_a_failed_benchmark_keeps_the_tail_of_its_log():
+    o = run_bench(BOOM)
+    assert o.status == "failed" and o.error == "boom: the last line"
+    assert "progress" in o.log_tail and o.log_tail.endswith("boom: the last line")
+
+
 def test_a_benchmark_without_its_figures_or_that_hangs_fails():
     no_file = dataclasses.replace(GOOD, args=_script("pass"))
     assert run_bench(no_file).status == "failed"
@@ -321,6 +327,6 @@ def test_real_live_benchmarks():
     figures the overview reads."""
     for bench in select(["pipeline", "serve", "tablet"]):
         o = run_bench(bench)
-        assert o.status in ("ok", "skipped"), f"{bench.name}: {o.error}"
+        assert o.status in ("ok", "skipped"), f"{bench.name}: {o.error}\n{o.log_tail}"
         if o.status == "ok":
             assert all(f.median is not None for f in o.figures), o.figures
