@@ -49,7 +49,7 @@ _POLL_MS = 50
 #: Tolerance for "these two streams share intrinsics and optical centre" (pixels, unitless, metres).
 _SAME_GEOMETRY_ATOL = 1e-6
 
-# Colour formats numpy can turn into RGB by picking channels; the YUV ones go through librealsense.
+# Colour formats turned into RGB here; the YUV ones go through librealsense.
 #: OpenCV's conversion of each colour format to RGB (None: already RGB, copied). OpenCV, not numpy's
 #: channel indexing: that took 7.6 ms a frame at 848x480 against 0.2 ms (a copy: 0.1 ms).
 _CHANNELS_TO_RGB = {
@@ -168,7 +168,6 @@ class RealSenseSource(FrameReader):
             raise MissingStreamError(f"{label} has no depth stream (streams: {found})")
         depth = streams[rs.stream.depth]
         color = streams.get(rs.stream.color)
-        self._period_s = 1.0 / depth.fps() if depth.fps() > 0 else 1.0 / 30.0
         #: frames real-time playback passed over because their time had passed while the reader was busy
         self.frames_skipped = 0
         # real-time playback: its thread, the newest due frame not yet read, and why it ended (StopIteration

@@ -58,8 +58,7 @@ class _Figures:
     """What the benchmark keeps of one estimate."""
 
     timings_ms: dict[str, float]
-    age_ms: float  # from the frame its state was perceived from to this frame (0: perceived from this one)
-    repeated: bool  # a steady frame: it repeated the state of a frame perceived in full
+    age_ms: float  # from the frame its state was perceived from to this frame (> 0: a steady frame's repeat)
     perceived: float  # the timestamp of the frame its state was perceived from
     processing_ms: float
     latency_ms: float
@@ -174,7 +173,6 @@ def _run(
                 _Figures(
                     dict(e.state.timings_ms),
                     float(e.state.timestamp_ms - e.state.perceived_timestamp_ms),
-                    e.state.repeats_timestamp_ms is not None,
                     float(e.state.perceived_timestamp_ms),
                     e.processing_ms,
                     e.latency_ms,
@@ -210,7 +208,7 @@ def _run(
     # the stages of the frames perceived in full, on the camera's thread or the steady frames' refresh
     stage_names = list(dict.fromkeys(k for t in full_timings for k in t))
     stages = {k: median_p95([t.get(k, float("nan")) for t in full_timings]) for k in stage_names}
-    repeats = [e for e in estimates if e.repeated]
+    repeats = [e for e in estimates if e.age_ms > 0.0]
     if repeats:
         stages["steady"] = median_p95([e.timings_ms.get("steady", float("nan")) for e in repeats])
     width, height = (int(x) for x in resolution.split("x"))

@@ -388,18 +388,20 @@ class Perceiver:
         # table tracking: (table, frames kept, support points and their share on it when found)
         self._tracked_table: tuple[TableEstimate, int, int, float] | None = None
         # steady frames: the state a still scene repeats, with its depth sample; full perceptions one at a
-        # time (the camera's thread or the refresh worker); the generation changes with every reset
+        # time (the camera's thread or the refresh worker); the generation changes with every reset and
+        # table move
         self._steady: tuple[PatientState, np.ndarray] | None = None
         self._full_lock = threading.Lock()
         self._generation = 0
-        self._perceived = 0  # frames perceived in full since the last reset
         #: stage timings (ms) of the latest frames perceived in full, on either thread (benchmarks: a
         #: refresh's perception is never an estimate of its own)
         self.full_timings_ms: collections.deque[dict[str, float]] = collections.deque(maxlen=512)
         self._refresh_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._refreshing: concurrent.futures.Future | None = None
         self._refreshed_at = 0.0  # monotonic s when the last refresh finished
-        self._full_count = 0  # frames perceived in full (a refresh overtaken by a newer one is dropped)
+        # frames perceived in full (a refresh overtaken by a newer one is dropped), and at the last reset
+        self._full_count = 0
+        self._full_count_at_reset = 0
 
     def __enter__(self) -> Perceiver:
         return self
@@ -435,7 +437,7 @@ class Perceiver:
         self._tracked_table = None
         self._generation += 1  # a refresh in flight is of the previous patient: never repeated
         self._steady = None
-        self._perceived = 0
+        self._full_count_at_reset = self._full_count
 
     def forget_table(self) -> None:
         """Find the table afresh in the next frame (the console reported that the table moved): no frame
@@ -457,9 +459,7 @@ class Perceiver:
         perceived in full repeats that frame's state (see :class:`PerceiverSettings`)."""
         st = self.settings.steady
         if st is None or not self.settings.track:
-            state = self._perceive_full(frame, calibration)
-            self.full_timings_ms.append(dict(state.timings_ms))
-            return state
+            return self._perceive_counted(frame, calibration)
         t0 = time.perf_counter()
         sample = depth_sample(frame.depth_mm, st)
         kept = self._steady
@@ -484,29 +484,35 @@ class Perceiver:
                     repeats_timestamp_ms=state.timestamp_ms,
                 )
         with self._full_lock:
-            generation = self._generation
-            state = self._perceive_full(frame, calibration)
-            self._full_count += 1
-            self.full_timings_ms.append(dict(state.timings_ms))
-            self._keep_steady(state, sample, generation, since=None)
+            state = self._perceive_counted(frame, calibration)
+            self._keep_steady(state, sample, since=None)
         return state
 
-    def _keep_steady(
-        self, state: PatientState, sample: np.ndarray, generation: int, *, since: float | None
-    ) -> None:
+    def _perceive_counted(self, frame: RGBDFrame, calibration: Calibration) -> PatientState:
+        """:meth:`_perceive_full`, counted and its stage timings kept (under ``_full_lock`` with steady
+        frames: ``reset`` and ``forget_table`` take it too, so nothing of another patient or table slips
+        in between)."""
+        state = self._perceive_full(frame, calibration)
+        self._full_count += 1
+        self.full_timings_ms.append(dict(state.timings_ms))
+        return state
+
+    def _keep_steady(self, state: PatientState, sample: np.ndarray, *, since: float | None) -> None:
         """Keep ``state`` for the steady frames after it when it is settled (else perceive them in full);
-        ``since``: the start of the still stretch a refresh continues (None: a new one starts here)."""
+        ``since``: the start of the still stretch a refresh continues (None: a new one starts here).
+        Called under ``_full_lock``, right after ``state`` was perceived."""
         st = self.settings.steady
         assert st is not None
-        settled = state.status is not PerceptionStatus.NO_DEPTH and (
-            not state.landmarks_mm
-            or (not state.moving and np.isfinite(state.motion_mm) and state.motion_mm < st.settle_mm)
+        settled = (
+            state.status is not PerceptionStatus.NO_DEPTH
+            and self._full_count - self._full_count_at_reset >= st.min_perceived
+            and (
+                not state.landmarks_mm
+                or (not state.moving and np.isfinite(state.motion_mm) and state.motion_mm < st.settle_mm)
+            )
         )
-        if generation == self._generation:
-            self._perceived += 1
-            settled = settled and self._perceived >= st.min_perceived
-            since = state.timestamp_ms if since is None else since
-            self._steady = (dataclasses.replace(state, steady_since_ms=since), sample) if settled else None
+        since = state.timestamp_ms if since is None else since
+        self._steady = (dataclasses.replace(state, steady_since_ms=since), sample) if settled else None
 
     def _refresh(
         self, frame: RGBDFrame, calibration: Calibration, sample: np.ndarray, *, since: float | None
@@ -526,16 +532,14 @@ class Perceiver:
                 if generation != self._generation or count != self._full_count:
                     return
                 try:
-                    state = self._perceive_full(frame, calibration)
+                    state = self._perceive_counted(frame, calibration)
                 except Exception:  # the next changed frame is perceived on the camera's thread and says
                     _log.exception("refreshing the steady state on frame %s failed", frame.frame_number)
                     self._steady = None
                     return
                 finally:
                     self._refreshed_at = time.monotonic()
-                self._full_count += 1
-                self.full_timings_ms.append(dict(state.timings_ms))
-                self._keep_steady(state, sample, generation, since=since)
+                self._keep_steady(state, sample, since=since)
 
         self._refreshing = self._refresh_pool.submit(job)
 

@@ -98,10 +98,6 @@ class DepthChange:
     valid_change: float
     steady: bool
 
-    @property
-    def changed_share(self) -> float:
-        return self.changed / self.compared if self.compared else 0.0
-
 
 def depth_sample(depth_mm: np.ndarray, settings: SteadySettings = SteadySettings()) -> np.ndarray:
     """The strided grid :func:`depth_change` compares: ``(H // stride, W // stride)`` float32 mm, 0 = none."""

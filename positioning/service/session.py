@@ -337,14 +337,14 @@ class Session:
         repeated = self._repeated_preview(state) if due else None
         with self._cond:
             of = self._preview_of
-        newer = repeated is None or (of is not None and of[0] < _perceived_frame(state))
+        newer = repeated is None or (of is not None and of[0] < state.perceived_timestamp_ms)
         planned = False
         if due and newer and self._preview_pool is None:
             preview = self._make_plan(state, confirmed=self.confirmed)
             planned = True
             with self._cond:
                 self.latest_preview = preview
-                self._preview_of = (_perceived_frame(state), self.confirmed)
+                self._preview_of = (state.perceived_timestamp_ms, self.confirmed)
         elif due and newer and (self._preview_running is None or self._preview_running.done()):
             self._preview_running = self._preview_pool.submit(self._preview_job, state, self.confirmed)
             planned = True
@@ -388,7 +388,7 @@ class Session:
         with self._cond:
             of = self._preview_of
             # within the stretch: not before its start, nor after this perception (time went backwards)
-            if since is None or of is None or not since <= of[0] <= _perceived_frame(state):
+            if since is None or of is None or not since <= of[0] <= state.perceived_timestamp_ms:
                 return None
             return self.latest_preview if of[1] is self.confirmed else None
 
@@ -406,7 +406,7 @@ class Session:
                 if self._closed:
                     return
                 self.latest_preview = preview
-                self._preview_of = (_perceived_frame(state), confirmed)
+                self._preview_of = (state.perceived_timestamp_ms, confirmed)
                 self._preview_fresh = preview
             try:
                 self._watch_preview(state, preview)
@@ -728,9 +728,3 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _perceived_frame(state: Any) -> float:
-    """The timestamp of the frame a state was perceived from (a steady frame's repeated one)."""
-    repeats = getattr(state, "repeats_timestamp_ms", None)
-    return float(state.timestamp_ms if repeats is None else repeats)
